@@ -1,0 +1,66 @@
+"""The item ANN index: hnswlib HNSW over item vectors, labelled by item index.
+
+Queries are thread-safe in hnswlib (the GIL is released during search); ``ef`` is set once at
+load, because hnswlib keeps it as index-wide state and does not persist it in the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hnswlib
+import numpy as np
+
+from index.bundle import HnswParams
+
+
+class ItemIndex:
+    def __init__(self, index: hnswlib.Index, params: HnswParams, num_threads: int = 1) -> None:
+        self._index = index
+        self.params = params
+        self._index.set_ef(params.ef_search)
+        self._index.set_num_threads(num_threads)
+
+    @classmethod
+    def build(cls, vectors: np.ndarray, params: HnswParams, num_threads: int = 1) -> ItemIndex:
+        """vectors: (N, D) float32; row i gets label i."""
+        count, dim = vectors.shape
+        index = hnswlib.Index(space=params.space, dim=dim)
+        index.init_index(max_elements=max(count, 1), M=params.M, ef_construction=params.ef_construction)
+        index.set_num_threads(num_threads)
+        index.add_items(np.ascontiguousarray(vectors, dtype=np.float32), np.arange(count))
+        return cls(index, params, num_threads)
+
+    @classmethod
+    def load(cls, path: Path, dim: int, count: int, params: HnswParams, num_threads: int = 1) -> ItemIndex:
+        index = hnswlib.Index(space=params.space, dim=dim)
+        index.load_index(str(path), max_elements=max(count, 1))
+        return cls(index, params, num_threads)
+
+    def save(self, path: Path) -> None:
+        self._index.save_index(str(path))
+
+    @property
+    def count(self) -> int:
+        return int(self._index.get_current_count())
+
+    @property
+    def dim(self) -> int:
+        return int(self._index.dim)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, scores), each (B, k'), best first; k' = min(k, count).
+
+        Scores are similarities (higher is better) for ``ip``/``cosine``, negated squared
+        distances for ``l2``.
+        """
+        k = min(k, self.count)
+        if k == 0:
+            empty = np.zeros((len(queries), 0))
+            return empty.astype(np.int64), empty.astype(np.float32)
+        # HNSW can miss neighbours when ef < k; hnswlib raises instead of returning fewer.
+        if self._index.ef < k:
+            self._index.set_ef(k)
+        labels, distances = self._index.knn_query(np.ascontiguousarray(queries, dtype=np.float32), k=k)
+        scores = -distances if self.params.space == "l2" else 1.0 - distances
+        return labels.astype(np.int64), scores.astype(np.float32)

@@ -1,0 +1,189 @@
+"""The bundle format: the one contract shared by the offline and online sides.
+
+A bundle is ``<root>/<version>/`` (``version`` a positive integer) holding the encoder, the
+HNSW index, the vocabulary (id map + side info), per-scene popularity fallback lists, probe
+inputs with expected outputs, and ``manifest.json``. The manifest is written last and records
+the sha256 of every other file, so a directory without a valid manifest is not a bundle.
+
+Publishing writes into a hidden staging directory, fsyncs every file, writes the manifest,
+then renames the directory into place; readers never see a half-written bundle, and a
+published bundle is never modified.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+ENCODER_FILE = "encoder.onnx"
+INDEX_FILE = "items.hnsw"
+POPULARITY_FILE = "popularity.json"
+PROBE_FILE = "probe.npz"
+STAGING_PREFIX = ".staging-"
+
+
+class BundleError(Exception):
+    """A bundle directory is missing, incomplete, corrupt or of an unknown schema."""
+
+
+class TrainingRound(BaseModel):
+    kind: Literal["pretrain", "incremental"] = "pretrain"
+    bucket: int | None = None
+    data_start_ts: int | None = None
+    data_end_ts: int | None = None
+
+
+class HnswParams(BaseModel):
+    space: Literal["ip", "cosine", "l2"] = "ip"
+    M: int = 16
+    ef_construction: int = 200
+    ef_search: int = 128  # hnswlib does not store it in the index file
+
+
+class EncoderSpec(BaseModel):
+    inputs: list[str]
+    outputs: list[str]
+    max_sessions: int
+    max_items_per_session: int
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    schema_version: int = SCHEMA_VERSION
+    version: int = Field(gt=0)
+    parent_version: int | None = None
+    created_at: str
+    training: TrainingRound
+    model_config_: dict[str, Any] = Field(alias="model_config")
+    embedding_dim: int = Field(gt=0)
+    encoder: EncoderSpec
+    hnsw: HnswParams
+    item_count: int = Field(ge=0)
+    files: dict[str, str]  # file name → sha256 hex
+    metrics: dict[str, float] = {}
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def list_versions(root: Path) -> list[int]:
+    """Versions with a readable manifest, ascending; staging and stray directories skipped."""
+    if not root.is_dir():
+        return []
+    versions = []
+    for child in root.iterdir():
+        if child.name.isdigit() and int(child.name) > 0 and (child / MANIFEST).is_file():
+            versions.append(int(child.name))
+    return sorted(versions)
+
+
+def latest_version(root: Path) -> int | None:
+    versions = list_versions(root)
+    return versions[-1] if versions else None
+
+
+def read_manifest(directory: Path) -> Manifest:
+    """Parse and check the manifest; raises BundleError with the reason."""
+    try:
+        raw = json.loads((directory / MANIFEST).read_text())
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{directory}: unreadable manifest: {exc}") from exc
+    if raw.get("schema_version") != SCHEMA_VERSION:
+        raise BundleError(
+            f"{directory}: manifest schema {raw.get('schema_version')!r}, this build reads {SCHEMA_VERSION}"
+        )
+    try:
+        manifest = Manifest.model_validate(raw)
+    except ValidationError as exc:
+        raise BundleError(f"{directory}: invalid manifest: {exc}") from exc
+    if directory.name != str(manifest.version):
+        raise BundleError(f"{directory}: manifest says version {manifest.version}")
+    return manifest
+
+
+def verify_files(directory: Path, manifest: Manifest) -> None:
+    """Check every file listed in the manifest exists and matches its sha256."""
+    for name, expected in manifest.files.items():
+        path = directory / name
+        if not path.is_file():
+            raise BundleError(f"{directory}: missing file {name}")
+        if sha256_file(path) != expected:
+            raise BundleError(f"{directory}: checksum mismatch for {name}")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+@contextmanager
+def staging(root: Path) -> Iterator[Path]:
+    """A private staging directory under ``root``; removed if the block raises."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"{STAGING_PREFIX}{os.getpid()}-{dt.datetime.now().timestamp():.6f}"
+    path.mkdir()
+    try:
+        yield path
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
+def commit(root: Path, stage: Path, manifest_fields: dict[str, Any], version: int | None = None) -> Path:
+    """Checksum and fsync the staged files, write the manifest last, rename into place.
+
+    ``version`` defaults to latest + 1. Raises BundleError (and removes the staging
+    directory) if that version already exists: published bundles are never overwritten.
+    """
+    version = version if version is not None else (latest_version(root) or 0) + 1
+    files = {}
+    for path in sorted(stage.iterdir()):
+        if path.name == MANIFEST:
+            continue
+        with path.open("rb") as f:
+            os.fsync(f.fileno())
+        files[path.name] = sha256_file(path)
+    manifest = Manifest.model_validate(
+        {**manifest_fields, "version": version, "files": files, "created_at": now_iso()}
+    )
+    manifest_path = stage / MANIFEST
+    with manifest_path.open("w") as f:
+        f.write(manifest.model_dump_json(by_alias=True, indent=2))
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_dir(stage)
+    target = root / str(version)
+    if target.exists():
+        shutil.rmtree(stage, ignore_errors=True)
+        raise BundleError(f"version {version} already exists under {root}")
+    os.rename(stage, target)
+    _fsync_dir(root)
+    log.info("published bundle %s at %s", version, target)
+    return target

@@ -1,0 +1,150 @@
+"""Events → request sessions → the encoder's token sequence.
+
+This is the one place that turns a user's history into encoder input, used by training
+(``model_export``) and by serving (``service``) alike, so the two can never drift apart.
+
+A sequence is ``[c1, i1_1, …, c2, i2_1, …, cK, iK_1, …, cQ]``: per history session a context
+token followed by its item tokens, then the *query* context token ``cQ`` built from the
+request's scene and time. Sequences are left-padded so that ``cQ`` is always the last
+position, which is where the encoder reads the user vector.
+
+Every token is a row of ``N_FEATURES`` int64 columns (see ``FEATURES``); the encoder's single
+ONNX input ``tokens`` has shape (batch, length, N_FEATURES).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from index.vocab import ITEM_OFFSET, Vocabulary
+
+ACTIONS: tuple[str, ...] = ("exposure", "click", "cart", "pay")
+ACTION_CODE: dict[str, int] = {name: i + 1 for i, name in enumerate(ACTIONS)}  # 0 = none
+CLICK = ACTION_CODE["click"]
+
+# Column order of a token row; the encoder's embedding layer indexes by these positions.
+FEATURES: tuple[str, ...] = (
+    "token_type",  # 0 pad, 1 context, 2 item
+    "session",  # session-wise position (0 = oldest session in the window)
+    "item",  # item token (vocab.item_token), 0 on context/pad tokens
+    "action",  # deepest action on the item in this session, 0 on context/pad tokens
+    "category",  # item category token
+    "price",  # item price-bucket token
+    "scene",  # scene token of the session
+    "hour",  # hour of day of the session start (UTC)
+    "weekday",  # weekday of the session start (UTC)
+    "gap",  # bucket of the time since the previous session
+)
+N_FEATURES = len(FEATURES)
+COL = {name: i for i, name in enumerate(FEATURES)}
+PAD, CONTEXT, ITEM = 0, 1, 2
+
+# Gap buckets (seconds since previous session); bucket 0 means "no previous session".
+GAP_EDGES: tuple[int, ...] = (60, 600, 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400)
+N_GAP_BUCKETS = len(GAP_EDGES) + 2
+
+MAX_SESSIONS = 20  # history sessions kept in the window; older ones are dropped
+MAX_ITEMS_PER_SESSION = 12  # deepest-action items first, so clicks/pays survive the cap
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    user_id: str
+    item_id: str
+    ts: int
+    action: str
+    scene: str
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """One request session: items deduplicated, each with its deepest action code."""
+
+    request_id: str
+    ts: int
+    scene: str
+    items: tuple[tuple[str, int], ...]
+
+    def engaged_items(self, min_action: int = CLICK) -> list[str]:
+        return [item for item, action in self.items if action >= min_action]
+
+
+def group_sessions(events: Iterable[Event]) -> list[Session]:
+    """Group a user's events by request_id, oldest session first.
+
+    A session starts at its earliest event and takes that event's scene; an item seen
+    several times in a session keeps its deepest action (pay > cart > click > exposure).
+    Items are ordered deepest action first, then by first appearance.
+    """
+    groups: dict[str, list[Event]] = {}
+    for event in events:
+        groups.setdefault(event.request_id, []).append(event)
+    sessions = []
+    for request_id, group in groups.items():
+        group.sort(key=lambda e: e.ts)
+        deepest: dict[str, int] = {}
+        for event in group:
+            code = ACTION_CODE.get(event.action, 0)
+            deepest[event.item_id] = max(code, deepest.get(event.item_id, 0))
+        order = sorted(deepest.items(), key=lambda kv: -kv[1])  # stable: keeps first appearance
+        sessions.append(Session(request_id, group[0].ts, group[0].scene, tuple(order)))
+    sessions.sort(key=lambda s: (s.ts, s.request_id))
+    return sessions
+
+
+def gap_bucket(seconds: int | None) -> int:
+    if seconds is None:
+        return 0
+    return int(np.searchsorted(GAP_EDGES, max(seconds, 0), side="right")) + 1
+
+
+def _context_row(position: int, scene: int, ts: int, previous_ts: int | None) -> list[int]:
+    moment = dt.datetime.fromtimestamp(ts, tz=dt.UTC)
+    gap = gap_bucket(None if previous_ts is None else ts - previous_ts)
+    return [CONTEXT, position, 0, 0, 0, 0, scene, moment.hour, moment.weekday(), gap]
+
+
+def build_tokens(
+    history: Sequence[Session],
+    query_scene: str,
+    query_ts: int,
+    vocab: Vocabulary,
+    max_sessions: int = MAX_SESSIONS,
+    max_items: int = MAX_ITEMS_PER_SESSION,
+) -> np.ndarray:
+    """(T, N_FEATURES) int64 for the last ``max_sessions`` sessions plus the query context.
+
+    Sessions must be oldest first (as ``group_sessions`` returns them).
+    """
+    window = list(history[-max_sessions:])
+    rows: list[list[int]] = []
+    previous_ts: int | None = history[-len(window) - 1].ts if len(history) > len(window) else None
+    for position, session in enumerate(window):
+        scene = vocab.scene_token(session.scene)
+        rows.append(_context_row(position, scene, session.ts, previous_ts))
+        for item_id, action in session.items[:max_items]:
+            index = vocab.item_index(item_id)
+            if index is None:
+                token, category, price = vocab.item_token(item_id), 0, 0
+            else:
+                token = index + ITEM_OFFSET
+                category = int(vocab.item_category[index])
+                price = int(vocab.item_price[index])
+            rows.append([ITEM, position, token, action, category, price, scene, 0, 0, 0])
+        previous_ts = session.ts
+    rows.append(_context_row(len(window), vocab.scene_token(query_scene), query_ts, previous_ts))
+    return np.asarray(rows, dtype=np.int64)
+
+
+def stack_left_padded(sequences: Sequence[np.ndarray]) -> np.ndarray:
+    """(B, T_max, N_FEATURES): pad rows (all zeros) on the left so the query is last."""
+    length = max(len(s) for s in sequences)
+    batch = np.zeros((len(sequences), length, N_FEATURES), dtype=np.int64)
+    for row, sequence in enumerate(sequences):
+        batch[row, length - len(sequence) :] = sequence
+    return batch

@@ -1,0 +1,110 @@
+"""The vocabulary a bundle's encoder needs: item id map, item side info, categories, scenes.
+
+Item *index* ``i`` (0..N-1) is the item's row in the id map and its label in the HNSW index.
+Inside encoder token sequences the item appears as token id ``i + ITEM_OFFSET``; token 0 is
+padding and token 1 stands for an item the vocabulary does not know (a new item seen online
+before the next training round), so unknown ids never fail a request.
+
+Category, price-bucket and scene tokens reserve 0 for "unknown" the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+PAD_ITEM = 0
+UNKNOWN_ITEM = 1
+ITEM_OFFSET = 2
+N_PRICE_BUCKETS = 10
+
+VOCAB_FILE = "vocab.json"
+ITEMS_FILE = "items.npz"
+
+
+@dataclass
+class Vocabulary:
+    """Immutable after construction; safe to share between threads."""
+
+    item_ids: np.ndarray  # (N,) str — the id map
+    item_category: np.ndarray  # (N,) int64 category token (0 = unknown)
+    item_price: np.ndarray  # (N,) int64 price-bucket token (0 = unknown)
+    categories: list[str]
+    scenes: list[str]
+    price_edges: list[float]
+    _item_lookup: dict[str, int] = field(init=False, repr=False)
+    _scene_lookup: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._item_lookup = {str(item): i for i, item in enumerate(self.item_ids.tolist())}
+        self._scene_lookup = {scene: i + 1 for i, scene in enumerate(self.scenes)}
+
+    @classmethod
+    def build(
+        cls,
+        item_ids: Sequence[str],
+        categories: Sequence[str],
+        prices: Sequence[float],
+        scenes: Sequence[str],
+    ) -> Vocabulary:
+        """Build from catalog columns; price buckets are catalog quantiles."""
+        category_names = sorted(set(categories))
+        category_token = {name: i + 1 for i, name in enumerate(category_names)}
+        price_arr = np.asarray(prices, dtype=np.float64)
+        edges = np.quantile(price_arr, np.linspace(0, 1, N_PRICE_BUCKETS + 1)[1:-1]).tolist()
+        return cls(
+            item_ids=np.asarray(item_ids, dtype=str),
+            item_category=np.asarray([category_token[c] for c in categories], dtype=np.int64),
+            item_price=np.searchsorted(edges, price_arr, side="right").astype(np.int64) + 1,
+            categories=category_names,
+            scenes=sorted(set(scenes)),
+            price_edges=edges,
+        )
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def n_category_tokens(self) -> int:
+        return len(self.categories) + 1
+
+    @property
+    def n_scene_tokens(self) -> int:
+        return len(self.scenes) + 1
+
+    def item_index(self, item_id: str) -> int | None:
+        return self._item_lookup.get(item_id)
+
+    def item_token(self, item_id: str) -> int:
+        index = self._item_lookup.get(item_id)
+        return UNKNOWN_ITEM if index is None else index + ITEM_OFFSET
+
+    def scene_token(self, scene: str) -> int:
+        return self._scene_lookup.get(scene, 0)
+
+    def save(self, directory: Path) -> list[Path]:
+        meta = {"categories": self.categories, "scenes": self.scenes, "price_edges": self.price_edges}
+        vocab_path = directory / VOCAB_FILE
+        vocab_path.write_text(json.dumps(meta))
+        items_path = directory / ITEMS_FILE
+        with items_path.open("wb") as f:
+            np.savez(f, ids=self.item_ids, category=self.item_category, price=self.item_price)
+        return [vocab_path, items_path]
+
+    @classmethod
+    def load(cls, directory: Path) -> Vocabulary:
+        meta = json.loads((directory / VOCAB_FILE).read_text())
+        with np.load(directory / ITEMS_FILE, allow_pickle=False) as items:
+            return cls(
+                item_ids=items["ids"],
+                item_category=items["category"],
+                item_price=items["price"],
+                categories=list(meta["categories"]),
+                scenes=list(meta["scenes"]),
+                price_edges=[float(x) for x in meta["price_edges"]],
+            )
