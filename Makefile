@@ -1,0 +1,50 @@
+# Two commands on a fresh machine: `make run` and `make test`. Both set up what they need.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+REDIS_PORT := 6379
+
+.PHONY: run test lint typecheck unit redis clean help
+
+help:
+	@echo "make run   - set up, build the demo bundle if missing, serve /v1/recall on :8000"
+	@echo "make test  - set up, start Redis if needed, lint, type-check and run the tests"
+
+# The editable install re-runs whenever pyproject.toml changes.
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[train,dev]'
+	touch $@
+
+run: $(INSTALLED)
+	$(BIN)/nsprecall demo
+
+# Integration tests talk to a real Redis on 127.0.0.1:$(REDIS_PORT); start (or install) one.
+redis:
+	@if ! (exec 3<>/dev/tcp/127.0.0.1/$(REDIS_PORT)) 2>/dev/null; then \
+		if ! command -v redis-server >/dev/null; then \
+			echo "installing redis-server with apt-get"; \
+			SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+			$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server; \
+		fi; \
+		redis-server --daemonize yes --bind 127.0.0.1 --port $(REDIS_PORT) --save "" --appendonly no; \
+		for i in $$(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$(REDIS_PORT)) 2>/dev/null && break; sleep 0.1; done; \
+	fi
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(INSTALLED)
+	$(BIN)/mypy
+
+unit: $(INSTALLED) redis
+	$(BIN)/pytest -q
+
+test: lint typecheck unit
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,154 @@
+"""Event log + catalog → per-user request sessions → time-based splits.
+
+Split (by wall-clock time, never by user): the last ``test_days`` of the log are the test
+period, the ``val_days`` before them the validation period, everything earlier is training.
+An evaluation case is a user's *first* session with engagement (click or deeper) inside a
+period, with every earlier session as history; the model is selected on validation cases only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from index.features import ACTION_CODE, CLICK, Event, Session, group_sessions
+from index.vocab import Vocabulary
+
+log = logging.getLogger(__name__)
+
+EVENT_COLUMNS = ["user_id", "item_id", "ts", "action", "scene", "request_id"]
+DAY = 86400
+
+
+@dataclass(frozen=True)
+class EvalCase:
+    user_id: str
+    history: list[Session]  # oldest first, all strictly before the target
+    target: Session
+
+    def target_items(self) -> list[str]:
+        return self.target.engaged_items()
+
+
+@dataclass
+class Dataset:
+    vocab: Vocabulary
+    train: dict[str, list[Session]]  # sessions before the validation period
+    val: list[EvalCase]
+    test: list[EvalCase]
+    val_start: int
+    test_start: int
+    data_start: int
+    data_end: int
+    popularity: dict[str, list[str]]  # scene → item ids by engagement in training; "*" = all
+
+
+def read_events(path: Path) -> pd.DataFrame:
+    """CSV (optionally .gz) with the design's event columns; ids read as strings."""
+    frame = pd.read_csv(
+        path,
+        dtype={"user_id": str, "item_id": str, "action": str, "scene": str, "request_id": str, "ts": np.int64},
+    )
+    missing = set(EVENT_COLUMNS) - set(frame.columns)
+    if missing:
+        raise ValueError(f"{path}: missing columns {sorted(missing)}")
+    unknown = set(frame["action"].unique()) - set(ACTION_CODE)
+    if unknown:
+        raise ValueError(f"{path}: unknown actions {sorted(unknown)}")
+    return frame[EVENT_COLUMNS]
+
+
+def read_catalog(path: Path, scenes: list[str]) -> Vocabulary:
+    catalog = pd.read_csv(path, dtype={"item_id": str, "category": str})
+    return Vocabulary.build(
+        catalog["item_id"].tolist(), catalog["category"].tolist(), catalog["price"].tolist(), scenes
+    )
+
+
+def iter_user_events(frame: pd.DataFrame) -> Iterator[tuple[str, list[Event]]]:
+    frame = frame.sort_values(["user_id", "ts"], kind="stable")
+    columns = [frame[c].to_numpy() for c in EVENT_COLUMNS]
+    users = columns[0]
+    if len(users) == 0:
+        return
+    boundaries = np.flatnonzero(users[1:] != users[:-1]) + 1
+    starts = np.concatenate([[0], boundaries])
+    ends = np.concatenate([boundaries, [len(users)]])
+    for start, end in zip(starts, ends, strict=True):
+        events = [
+            Event(str(u), str(i), int(t), str(a), str(s), str(r))
+            for u, i, t, a, s, r in zip(*(c[start:end] for c in columns), strict=True)
+        ]
+        yield str(users[start]), events
+
+
+def popularity_by_scene(sessions: dict[str, list[Session]], top: int) -> dict[str, list[str]]:
+    counts: dict[str, dict[str, int]] = {"*": {}}
+    for user_sessions in sessions.values():
+        for session in user_sessions:
+            scene_counts = counts.setdefault(session.scene, {})
+            for item, action in session.items:
+                if action >= CLICK:
+                    scene_counts[item] = scene_counts.get(item, 0) + 1
+                    counts["*"][item] = counts["*"].get(item, 0) + 1
+    return {
+        scene: [item for item, _ in sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[:top]]
+        for scene, c in counts.items()
+    }
+
+
+def _first_engaged(sessions: list[Session], start: int, end: int) -> int | None:
+    for position, session in enumerate(sessions):
+        if start <= session.ts < end and session.engaged_items():
+            return position
+    return None
+
+
+def load_dataset(
+    events_path: Path,
+    catalog_path: Path,
+    val_days: int = 1,
+    test_days: int = 1,
+    popularity_top: int = 2000,
+) -> Dataset:
+    frame = read_events(events_path)
+    vocab = read_catalog(catalog_path, sorted(frame["scene"].unique().tolist()))
+    data_start, data_end = int(frame["ts"].min()), int(frame["ts"].max()) + 1
+    test_start = data_end - test_days * DAY
+    val_start = test_start - val_days * DAY
+    train: dict[str, list[Session]] = {}
+    val: list[EvalCase] = []
+    test: list[EvalCase] = []
+    for user_id, events in iter_user_events(frame):
+        sessions = group_sessions(events)
+        train_sessions = [s for s in sessions if s.ts < val_start]
+        if train_sessions:
+            train[user_id] = train_sessions
+        for cases, start, end in ((val, val_start, test_start), (test, test_start, data_end)):
+            position = _first_engaged(sessions, start, end)
+            if position:  # None or 0: no target, or no history to predict from
+                cases.append(EvalCase(user_id, sessions[:position], sessions[position]))
+    log.info(
+        "%d events, %d items, %d train users, %d val cases, %d test cases",
+        len(frame),
+        vocab.n_items,
+        len(train),
+        len(val),
+        len(test),
+    )
+    return Dataset(
+        vocab=vocab,
+        train=train,
+        val=val,
+        test=test,
+        val_start=val_start,
+        test_start=test_start,
+        data_start=data_start,
+        data_end=data_end,
+        popularity=popularity_by_scene(train, popularity_top),
+    )

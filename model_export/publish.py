@@ -1,0 +1,119 @@
+"""Turn a training run directory into a published bundle ``<bundle_root>/<version>/``.
+
+Export the encoder to ONNX, check torch and ONNX Runtime agree at several history lengths,
+store probe inputs with ONNX Runtime's outputs (the service re-runs them after loading), build
+the HNSW index over the item vectors, copy vocabulary and popularity lists, then commit the
+bundle atomically through ``index.bundle``. Any failure leaves no partial bundle behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from index import bundle
+from index.ann import ItemIndex
+from index.bundle import HnswParams
+from index.features import Session, build_tokens, stack_left_padded
+from index.vocab import Vocabulary
+from model_export.evaluate import item_matrix
+from model_export.export import INPUT_NAME, OUTPUT_NAME, check_agreement, export_encoder, onnx_session
+from model_export.model import NSPConfig, NSPModel
+from model_export.train import CHECKPOINT, METRICS, POPULARITY
+
+log = logging.getLogger(__name__)
+
+PROBE_LENGTHS = (1, 4, 40)  # history sessions: short, typical, and past the encoder's window
+PROBE_TS = 1767225600
+
+
+def load_run(run_dir: Path) -> tuple[NSPModel, dict[str, Any], Vocabulary]:
+    checkpoint = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=True)
+    model = NSPModel(NSPConfig(**checkpoint["model_config"]))
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.eval(), checkpoint, Vocabulary.load(run_dir)
+
+
+def probe_sequences(vocab: Vocabulary, max_sessions: int, max_items: int, seed: int = 0) -> list[np.ndarray]:
+    """Deterministic synthetic histories of several lengths, one holding an unknown item id."""
+    rng = np.random.default_rng(seed)
+    scenes = vocab.scenes or ["default"]
+    sequences = []
+    for n_sessions in PROBE_LENGTHS:
+        sessions = []
+        for j in range(n_sessions):
+            picks = rng.integers(0, vocab.n_items, size=int(rng.integers(1, 6)))
+            items = [(str(vocab.item_ids[i]), int(rng.integers(1, 5))) for i in picks]
+            if j == 0:
+                items.append(("__not_in_catalog__", 1))
+            sessions.append(Session(f"probe{j}", PROBE_TS + 3600 * j, scenes[j % len(scenes)], tuple(items)))
+        query_ts = PROBE_TS + 3600 * n_sessions
+        sequences.append(build_tokens(sessions, scenes[0], query_ts, vocab, max_sessions, max_items))
+    return sequences
+
+
+def _flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    flat = {}
+    for split, values in metrics.items():
+        if isinstance(values, dict):
+            flat.update({f"{split}.{name}": float(v) for name, v in values.items()})
+    return flat
+
+
+def publish(
+    run_dir: Path,
+    bundle_root: Path,
+    hnsw: HnswParams | None = None,
+    version: int | None = None,
+    build_threads: int = 2,
+) -> Path:
+    """Publish ``run_dir`` as the next bundle version (or ``version``); returns its directory."""
+    hnsw = hnsw or HnswParams()
+    model, checkpoint, vocab = load_run(run_dir)
+    train_config = checkpoint["train_config"]
+    max_sessions, max_items = int(train_config["max_sessions"]), int(train_config["max_items"])
+    sequences = probe_sequences(vocab, max_sessions, max_items)
+    parent = bundle.latest_version(bundle_root)
+    with bundle.staging(bundle_root) as stage:
+        encoder_path = stage / bundle.ENCODER_FILE
+        export_encoder(model, encoder_path, sequences[1][None])
+        check_agreement(model, encoder_path, sequences)
+
+        probe_tokens = stack_left_padded(sequences)
+        (probe_vec,) = onnx_session(encoder_path).run([OUTPUT_NAME], {INPUT_NAME: probe_tokens})
+        with (stage / bundle.PROBE_FILE).open("wb") as f:
+            np.savez(f, tokens=probe_tokens, user_vec=probe_vec)
+
+        items = item_matrix(model, vocab)
+        ItemIndex.build(items, hnsw, num_threads=build_threads).save(stage / bundle.INDEX_FILE)
+        vocab.save(stage)
+        shutil.copyfile(run_dir / POPULARITY, stage / bundle.POPULARITY_FILE)
+
+        data = checkpoint["data"]
+        metrics = json.loads((run_dir / METRICS).read_text())
+        fields = {
+            "parent_version": parent,
+            "training": {
+                "kind": "pretrain",
+                "data_start_ts": data["data_start_ts"],
+                "data_end_ts": data["val_start_ts"],
+            },
+            "model_config": checkpoint["model_config"],
+            "embedding_dim": model.config.dim,
+            "encoder": {
+                "inputs": [INPUT_NAME],
+                "outputs": [OUTPUT_NAME],
+                "max_sessions": max_sessions,
+                "max_items_per_session": max_items,
+            },
+            "hnsw": hnsw.model_dump(),
+            "item_count": vocab.n_items,
+            "metrics": _flat_metrics(metrics),
+        }
+        return bundle.commit(bundle_root, stage, fields, version)

@@ -1,0 +1,134 @@
+"""``nsprecall``: the one command line for both sides.
+
+Offline subcommands (synth, train, publish) import ``model_export`` — and so torch — only when
+they run, so the serving image, which has no torch, can still run ``nsprecall serve``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+DEMO_DIR = Path("var/demo")
+DEFAULT_BUNDLES = Path("var/bundles")
+
+
+def _synth(args: argparse.Namespace) -> None:
+    from model_export.synth import SynthConfig, generate
+
+    config = SynthConfig(n_users=args.users, n_items=args.items, n_days=args.days, seed=args.seed)
+    counts = generate(config, args.out, progress=not args.quiet)
+    print(json.dumps({"out": str(args.out), **counts}))
+
+
+def _train(args: argparse.Namespace) -> None:
+    from model_export.train import TrainConfig, run
+
+    config = TrainConfig(epochs=args.epochs, seed=args.seed, threads=args.threads, model={"dim": args.dim})
+    summary = run(args.data / "events.csv", args.data / "catalog.csv", args.out, config, not args.quiet)
+    print_quality(summary)
+
+
+def print_quality(summary: dict[str, Any]) -> None:
+    rows = [
+        ("NSP model", summary["test"]),
+        ("popularity (global)", summary["test_popularity"]),
+        ("popularity (per scene)", summary["test_scene_popularity"]),
+    ]
+    names = list(summary["test"])
+    print("\nHeld-out next sessions (test period, full catalog):")
+    print(f"{'':24}" + "".join(f"{n:>12}" for n in names))
+    for label, metrics in rows:
+        print(f"{label:24}" + "".join(f"{metrics[n]:12.4f}" for n in names))
+    base = max(summary["test_popularity"]["hr@100"], summary["test_scene_popularity"]["hr@100"])
+    if base > 0:
+        print(f"HR@100: model / best popularity = {summary['test']['hr@100'] / base:.2f}x")
+
+
+def _publish(args: argparse.Namespace) -> None:
+    from model_export.publish import publish
+
+    path = publish(args.run, args.bundles)
+    print(json.dumps({"published": str(path)}))
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from service.server import serve
+    from service.settings import Settings
+
+    overrides: dict[str, Any] = {}
+    if args.bundles is not None:
+        overrides["bundle_root"] = args.bundles
+    if args.port is not None:
+        overrides["port"] = args.port
+    if args.host is not None:
+        overrides["host"] = args.host
+    serve(Settings(**overrides), seed_events=args.seed_events, seed_users=args.seed_users)
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from nsprecall.demo import run_demo
+
+    run_demo(DEMO_DIR, args.bundles or DEFAULT_BUNDLES, port=args.port or 8000)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nsprecall", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="generate a synthetic catalog and event log")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--users", type=int, default=2000)
+    p.add_argument("--items", type=int, default=5000)
+    p.add_argument("--days", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_synth)
+
+    p = sub.add_parser("train", help="train the NSP encoder; prints held-out quality vs popularity")
+    p.add_argument("--data", type=Path, required=True, help="directory with events.csv and catalog.csv")
+    p.add_argument("--out", type=Path, required=True, help="run directory to write")
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("publish", help="export a run as the next bundle version")
+    p.add_argument("--run", type=Path, required=True)
+    p.add_argument("--bundles", type=Path, default=DEFAULT_BUNDLES)
+    p.set_defaults(func=_publish)
+
+    for name, func, help_text in (
+        ("serve", _serve, "serve /v1/recall (settings from NSP_* environment variables)"),
+        ("demo", _demo, "make run: build the demo bundle if missing, then serve it"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--bundles", type=Path, default=None)
+        p.add_argument("--port", type=int, default=None)
+        if name == "serve":
+            p.add_argument("--host", default=None)
+            p.add_argument("--seed-events", type=Path, default=None, help="events CSV to load at start")
+            p.add_argument("--seed-users", type=int, default=None, help="load only this many users")
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

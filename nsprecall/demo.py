@@ -1,0 +1,133 @@
+"""``make run``: a demo world, a trained bundle, a session store, and the service on top.
+
+Each step is skipped when its output exists, so a second ``make run`` starts serving at once.
+The session store is the first that is available: ``REDIS_URL``/``NSP_REDIS_URL`` if set, else
+a private ``redis-server`` started here (stopped on exit), else the in-memory store.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from index.bundle import latest_version
+
+log = logging.getLogger(__name__)
+
+DEMO_USERS = 3000
+DEMO_ITEMS = 5000
+DEMO_DAYS = 30
+SEED_USERS = 1000  # users whose history is loaded into the store at start
+
+
+def build_bundle(demo_dir: Path, bundle_root: Path) -> None:
+    from model_export.publish import publish
+    from model_export.synth import SynthConfig, generate
+    from model_export.train import TrainConfig, run
+    from nsprecall.cli import print_quality
+
+    data = demo_dir / "data"
+    if not (data / "events.csv").is_file():
+        log.info("generating the demo world into %s", data)
+        generate(SynthConfig(n_users=DEMO_USERS, n_items=DEMO_ITEMS, n_days=DEMO_DAYS), data)
+    log.info("training the demo model (a couple of minutes on 2 cores)")
+    summary = run(data / "events.csv", data / "catalog.csv", demo_dir / "run", TrainConfig())
+    print_quality(summary)
+    publish(demo_dir / "run", bundle_root)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def local_redis(work_dir: Path) -> Iterator[str | None]:
+    """Yield a Redis URL: the configured one, a private redis-server, or None (in-memory)."""
+    configured = os.environ.get("NSP_REDIS_URL") or os.environ.get("REDIS_URL")
+    if configured:
+        yield configured
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        log.warning("no REDIS_URL and no redis-server on PATH: using the in-memory session store")
+        yield None
+        return
+    port = _free_port()
+    work_dir.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(work_dir.resolve())],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for_port(port)
+        log.info("started a local redis-server on 127.0.0.1:%d (stopped on exit)", port)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _wait_for_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"redis-server did not open port {port}")
+
+
+def pick_demo_user(events: Path, seed_users: int) -> str:
+    """The most active of the users that get seeded (the first ``seed_users`` in the file)."""
+    counts: Counter[str] = Counter()
+    with events.open() as f:
+        for row in csv.DictReader(f):
+            user = row["user_id"]
+            if user in counts or len(counts) < seed_users:
+                counts[user] += 1
+    return counts.most_common(1)[0][0]
+
+
+def _announce_when_ready(port: int, user_id: str) -> None:
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            with urllib.request.urlopen(f"{base}/readyz", timeout=1) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    body = f'{{"user_id": "{user_id}", "k": 10, "scene": "homepage"}}'
+    print(
+        "\nnsp-recall is serving. Try:\n"
+        f"  curl -s -X POST {base}/v1/recall -H 'content-type: application/json' -d '{body}'\n",
+        flush=True,
+    )
+
+
+def run_demo(demo_dir: Path, bundle_root: Path, port: int = 8000) -> None:
+    from service.server import serve
+    from service.settings import Settings
+
+    if latest_version(bundle_root) is None:
+        build_bundle(demo_dir, bundle_root)
+    events = demo_dir / "data" / "events.csv"
+    user_id = pick_demo_user(events, SEED_USERS)
+    with local_redis(demo_dir / "redis") as redis_url:
+        settings = Settings(bundle_root=bundle_root, port=port, redis_url=redis_url)
+        threading.Thread(target=_announce_when_ready, args=(port, user_id), daemon=True).start()
+        serve(settings, seed_events=events, seed_users=SEED_USERS)
