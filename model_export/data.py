@@ -52,7 +52,14 @@ def read_events(path: Path) -> pd.DataFrame:
     """CSV (optionally .gz) with the design's event columns; ids read as strings."""
     frame = pd.read_csv(
         path,
-        dtype={"user_id": str, "item_id": str, "action": str, "scene": str, "request_id": str, "ts": np.int64},
+        dtype={
+            "user_id": str,
+            "item_id": str,
+            "action": str,
+            "scene": str,
+            "request_id": str,
+            "ts": np.int64,
+        },
     )
     missing = set(EVENT_COLUMNS) - set(frame.columns)
     if missing:

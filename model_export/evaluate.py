@@ -32,7 +32,9 @@ def topk_exact(users: np.ndarray, items: np.ndarray, k: int, chunk: int = 1024) 
     return ranked
 
 
-def hit_metrics(ranked: np.ndarray, targets: Sequence[set[int]], ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+def hit_metrics(
+    ranked: np.ndarray, targets: Sequence[set[int]], ks: Sequence[int] = DEFAULT_KS
+) -> dict[str, float]:
     """HR@K and Recall@K averaged over cases; ranked rows are item indices, best first."""
     metrics: dict[str, float] = {}
     for k in ks:
@@ -85,7 +87,9 @@ def user_matrix(
     encoder = Encoder(model).eval()
     out = []
     for start in range(0, len(cases), batch_size):
-        sequences = [case_tokens(c, vocab, max_sessions, max_items) for c in cases[start : start + batch_size]]
+        sequences = [
+            case_tokens(c, vocab, max_sessions, max_items) for c in cases[start : start + batch_size]
+        ]
         out.append(encoder(torch.from_numpy(stack_left_padded(sequences))).numpy())
     dim = model.config.dim
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, dim), dtype=np.float32)

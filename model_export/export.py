@@ -65,7 +65,7 @@ def onnx_session(path: Path, threads: int = 1) -> ort.InferenceSession:
 def check_agreement(
     model: NSPModel, path: Path, sequences: Sequence[np.ndarray], atol: float = 1e-4
 ) -> float:
-    """Max |torch − ORT| over each sequence alone and all of them as one padded batch.
+    """Max |torch - ORT| over each sequence alone and all of them as one padded batch.
 
     Raises ExportMismatch above ``atol``: a bundle whose encoder disagrees is never published.
     """

@@ -20,7 +20,15 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from index.features import COL, CONTEXT, MAX_ITEMS_PER_SESSION, MAX_SESSIONS, Session, build_tokens, stack_left_padded
+from index.features import (
+    COL,
+    CONTEXT,
+    MAX_ITEMS_PER_SESSION,
+    MAX_SESSIONS,
+    Session,
+    build_tokens,
+    stack_left_padded,
+)
 from index.vocab import Vocabulary
 from model_export.data import Dataset, load_dataset
 from model_export.evaluate import evaluate_model, evaluate_popularity
@@ -203,6 +211,8 @@ def _fmt(metrics: dict[str, float]) -> str:
     return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
 
 
-def run(events: Path, catalog: Path, out_dir: Path, config: TrainConfig, progress: bool = True) -> dict[str, Any]:
+def run(
+    events: Path, catalog: Path, out_dir: Path, config: TrainConfig, progress: bool = True
+) -> dict[str, Any]:
     dataset = load_dataset(events, catalog)
     return train(dataset, config, out_dir, progress)

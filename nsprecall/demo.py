@@ -68,8 +68,19 @@ def local_redis(work_dir: Path) -> Iterator[str | None]:
     port = _free_port()
     work_dir.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(work_dir.resolve())],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(work_dir.resolve()),
+        ],
         stdout=subprocess.DEVNULL,
     )
     try:

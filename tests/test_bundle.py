@@ -1,0 +1,79 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from index import bundle
+from index.bundle import BundleError
+
+
+def fields() -> dict[str, object]:
+    return {
+        "training": {"kind": "pretrain"},
+        "model_config": {"dim": 4},
+        "embedding_dim": 4,
+        "encoder": {
+            "inputs": ["tokens"],
+            "outputs": ["user_vec"],
+            "max_sessions": 2,
+            "max_items_per_session": 2,
+        },
+        "hnsw": {},
+        "item_count": 3,
+    }
+
+
+def publish_dummy(root: Path, payload: bytes = b"data", version: int | None = None) -> Path:
+    with bundle.staging(root) as stage:
+        (stage / "encoder.onnx").write_bytes(payload)
+        return bundle.commit(root, stage, fields(), version)
+
+
+def test_versions_increase_and_manifest_lists_checksums(tmp_path: Path) -> None:
+    first = publish_dummy(tmp_path)
+    second = publish_dummy(tmp_path, b"other")
+    assert (first.name, second.name) == ("1", "2")
+    assert bundle.list_versions(tmp_path) == [1, 2]
+    manifest = bundle.read_manifest(second)
+    assert manifest.version == 2
+    assert manifest.files["encoder.onnx"] == bundle.sha256_file(second / "encoder.onnx")
+    bundle.verify_files(second, manifest)
+
+
+def test_incomplete_directories_are_not_bundles(tmp_path: Path) -> None:
+    publish_dummy(tmp_path)
+    (tmp_path / "5").mkdir()  # no manifest: a copy still in progress
+    (tmp_path / ".staging-123-1").mkdir()
+    (tmp_path / "notes").mkdir()
+    assert bundle.latest_version(tmp_path) == 1
+
+
+def test_corrupt_file_fails_verification(tmp_path: Path) -> None:
+    directory = publish_dummy(tmp_path)
+    (directory / "encoder.onnx").write_bytes(b"dat")
+    with pytest.raises(BundleError, match="checksum"):
+        bundle.verify_files(directory, bundle.read_manifest(directory))
+
+
+def test_unknown_schema_is_refused(tmp_path: Path) -> None:
+    directory = publish_dummy(tmp_path)
+    raw = json.loads((directory / bundle.MANIFEST).read_text())
+    raw["schema_version"] = 99
+    (directory / bundle.MANIFEST).write_text(json.dumps(raw))
+    with pytest.raises(BundleError, match="schema"):
+        bundle.read_manifest(directory)
+
+
+def test_existing_version_is_never_overwritten(tmp_path: Path) -> None:
+    publish_dummy(tmp_path, b"original")
+    with pytest.raises(BundleError, match="already exists"):
+        publish_dummy(tmp_path, b"replacement", version=1)
+    assert (tmp_path / "1" / "encoder.onnx").read_bytes() == b"original"
+    assert [p.name for p in tmp_path.iterdir()] == ["1"]  # no staging leftovers
+
+
+def test_failed_publish_leaves_nothing(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), bundle.staging(tmp_path) as stage:
+        (stage / "encoder.onnx").write_bytes(b"x")
+        raise RuntimeError("export failed")
+    assert list(tmp_path.iterdir()) == []
