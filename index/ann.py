@@ -1,7 +1,8 @@
 """The item ANN index: hnswlib HNSW over item vectors, labelled by item index.
 
 Queries are thread-safe in hnswlib (the GIL is released during search); ``ef`` is set once at
-load, because hnswlib keeps it as index-wide state and does not persist it in the file.
+load and never changed after, because hnswlib keeps it as index-wide state and does not
+persist it in the file (the manifest records it).
 """
 
 from __future__ import annotations
@@ -58,9 +59,7 @@ class ItemIndex:
         if k == 0:
             empty = np.zeros((len(queries), 0))
             return empty.astype(np.int64), empty.astype(np.float32)
-        # HNSW can miss neighbours when ef < k; hnswlib raises instead of returning fewer.
-        if self._index.ef < k:
-            self._index.set_ef(k)
+        # hnswlib searches with max(ef, k) itself, so a large k never needs a (shared) set_ef.
         labels, distances = self._index.knn_query(np.ascontiguousarray(queries, dtype=np.float32), k=k)
         scores = -distances if self.params.space == "l2" else 1.0 - distances
         return labels.astype(np.int64), scores.astype(np.float32)

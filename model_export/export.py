@@ -35,6 +35,8 @@ def export_encoder(model: NSPModel, path: Path, example: np.ndarray) -> None:
     encoder = Encoder(model).eval()
     # The exporter warns through torch's logging about optional torchvision ops we never use.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # one INFO line per graph pass
+    logging.getLogger("onnxscript").setLevel(logging.WARNING)
     batch, length = torch.export.Dim("batch", min=1), torch.export.Dim("length", min=2)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's deprecation chatter, not actionable here

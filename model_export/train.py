@@ -43,7 +43,7 @@ SELECT_METRIC = "hr@100"
 
 @dataclass
 class TrainConfig:
-    epochs: int = 12
+    epochs: int = 5  # validation HR@100 flattens after ~4 epochs on the demo world
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.01

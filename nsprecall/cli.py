@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train the NSP encoder; prints held-out quality vs popularity")
     p.add_argument("--data", type=Path, required=True, help="directory with events.csv and catalog.csv")
     p.add_argument("--out", type=Path, required=True, help="run directory to write")
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)

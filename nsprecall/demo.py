@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from index.bundle import latest_version
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,8 @@ def build_bundle(demo_dir: Path, bundle_root: Path) -> None:
     if not (data / "events.csv").is_file():
         log.info("generating the demo world into %s", data)
         generate(SynthConfig(n_users=DEMO_USERS, n_items=DEMO_ITEMS, n_days=DEMO_DAYS), data)
+    if latest_version(bundle_root) is not None:
+        return
     log.info("training the demo model (a couple of minutes on 2 cores)")
     summary = run(data / "events.csv", data / "catalog.csv", demo_dir / "run", TrainConfig())
     print_quality(summary)
@@ -134,11 +138,13 @@ def run_demo(demo_dir: Path, bundle_root: Path, port: int = 8000) -> None:
     from service.server import serve
     from service.settings import Settings
 
-    if latest_version(bundle_root) is None:
-        build_bundle(demo_dir, bundle_root)
     events = demo_dir / "data" / "events.csv"
+    if latest_version(bundle_root) is None or not events.is_file():
+        build_bundle(demo_dir, bundle_root)
     user_id = pick_demo_user(events, SEED_USERS)
     with local_redis(demo_dir / "redis") as redis_url:
-        settings = Settings(bundle_root=bundle_root, port=port, redis_url=redis_url)
+        settings = Settings(
+            bundle_root=bundle_root, port=port, redis_url=SecretStr(redis_url) if redis_url else None
+        )
         threading.Thread(target=_announce_when_ready, args=(port, user_id), daemon=True).start()
         serve(settings, seed_events=events, seed_users=SEED_USERS)

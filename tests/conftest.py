@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import run_cli
 
-ROOT = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "nsprecall.cli"]
 TINY_WORLD = ["--users", "400", "--items", "1200", "--days", "14", "--seed", "7"]
-
-
-def run_cli(*args: str, cwd: Path = ROOT) -> str:
-    done = subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, f"nsprecall {args[0]} failed:\n{done.stderr[-3000:]}"
-    return done.stdout
 
 
 @pytest.fixture(scope="session")

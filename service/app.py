@@ -1,0 +1,229 @@
+"""The HTTP app: factory, lifespan and thin routes over the pipeline, store and registry.
+
+``create_app`` wires everything but starts nothing; the lifespan (run by uvicorn or by a test
+client) builds the session store and the CPU pool, loads the newest bundle, optionally seeds
+the store, and starts the bundle watcher — and undoes all of it on shutdown. The service is
+live as soon as it accepts connections and ready once a bundle is loaded.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import LimitExceeded, NoBundleLoaded, install_error_handlers
+from service.metrics import Metrics
+from service.recall import RecallPipeline
+from service.registry import BundleRegistry, BundleWatcher
+from service.runtime import Bundle, LoadedBundle
+from service.schemas import (
+    BundleSummary,
+    EventsAccepted,
+    EventsRequest,
+    Problem,
+    RecallRequest,
+    RecallResponse,
+    SessionsResponse,
+)
+from service.seed import seed_store
+from service.settings import Settings
+from service.store import SessionStore, StoreUnavailable, store_from_settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the routes use; built by the lifespan, one per app."""
+
+    settings: Settings
+    store: SessionStore
+    registry: BundleRegistry
+    pipeline: RecallPipeline
+    metrics: Metrics
+
+
+async def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(_services)]
+
+
+async def _bundle(services: ServicesDep) -> Bundle:
+    bundle = services.registry.current()
+    if bundle is None:
+        raise NoBundleLoaded(f"no bundle loaded yet from {services.registry.root}")
+    return bundle
+
+
+BundleDep = Annotated[Bundle, Depends(_bundle)]
+
+router = APIRouter(responses={422: {"model": Problem}, 503: {"model": Problem}})
+
+
+@router.post("/v1/recall")
+async def recall(body: RecallRequest, services: ServicesDep, bundle: BundleDep) -> RecallResponse:
+    settings = services.settings
+    k = body.k if body.k is not None else settings.default_k
+    if k > settings.max_k:
+        raise LimitExceeded(f"k={k} exceeds this service's max_k={settings.max_k}")
+    if len(body.exclude_item_ids) > settings.max_exclude_ids:
+        raise LimitExceeded(
+            f"{len(body.exclude_item_ids)} exclude_item_ids exceed max_exclude_ids={settings.max_exclude_ids}"
+        )
+    return await services.pipeline.recall(bundle, body, k)
+
+
+@router.post("/v1/events", status_code=202)
+async def events(body: EventsRequest, services: ServicesDep) -> EventsAccepted:
+    limit = services.settings.max_events_per_batch
+    if len(body.events) > limit:
+        raise LimitExceeded(f"{len(body.events)} events exceed max_events_per_batch={limit}")
+    try:
+        accepted = await services.store.append([event.to_event() for event in body.events])
+    except StoreUnavailable:
+        services.metrics.store_errors.labels(operation="append").inc()
+        raise
+    services.metrics.events_ingested.inc(accepted)
+    return EventsAccepted(accepted=accepted)
+
+
+@router.get("/v1/users/{user_id}/sessions")
+async def user_sessions(
+    user_id: Annotated[str, PathParam(min_length=1, max_length=128)],
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="Most recent sessions to return.")] = 20,
+) -> SessionsResponse:
+    return SessionsResponse(user_id=user_id, sessions=await services.pipeline.sessions(user_id, limit))
+
+
+@router.get("/v1/bundle")
+async def bundle_summary(bundle: BundleDep) -> BundleSummary:
+    m = bundle.manifest
+    return BundleSummary(
+        version=m.version,
+        parent_version=m.parent_version,
+        created_at=m.created_at,
+        training=m.training.model_dump(),
+        item_count=m.item_count,
+        embedding_dim=m.embedding_dim,
+        hnsw=m.hnsw.model_dump(),
+        metrics=m.metrics,
+    )
+
+
+@router.get("/livez")
+async def livez() -> dict[str, str]:
+    return {"status": "alive"}
+
+
+@router.get("/readyz", response_model=None)
+async def readyz(services: ServicesDep) -> dict[str, object] | JSONResponse:
+    bundle = services.registry.current()
+    if bundle is None:
+        reason = f"no bundle loaded yet from {services.registry.root}"
+        return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
+    return {"status": "ready", "bundle_version": bundle.version}
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(services: ServicesDep) -> Response:
+    return Response(services.metrics.render(), media_type=Metrics.content_type)
+
+
+class RequestMetricsMiddleware:
+    """Times every HTTP request by route template (``unmatched`` for 404s) and status class."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self._app = app
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._app(scope, receive, send_status)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            outcome = f"{status // 100}xx"
+            self._metrics.request_seconds.labels(route=route, outcome=outcome).observe(
+                time.perf_counter() - start
+            )
+
+
+def create_app(
+    settings: Settings,
+    store: SessionStore | None = None,
+    registry: BundleRegistry | None = None,
+    *,
+    seed_events: Path | None = None,
+    seed_users: int | None = None,
+) -> FastAPI:
+    """The recall service as an ASGI app; nothing starts until its lifespan runs.
+
+    ``store``: used as given and left open on shutdown (the caller owns it); when None the
+    lifespan builds one from ``settings`` (Redis if ``redis_url`` is set) and closes it.
+    ``registry``: when None, one over ``settings.bundle_root`` loading ``LoadedBundle``s; the
+    app exports the registry's ``metrics``. ``seed_events``: an event-log CSV appended to the
+    store at start-up (first ``seed_users`` distinct users only, if given).
+    """
+    if registry is None:
+        loader = functools.partial(
+            LoadedBundle.load, encoder_threads=settings.encoder_threads, ann_threads=settings.ann_threads
+        )
+        registry = BundleRegistry(settings.bundle_root, loader)
+    bundles = registry
+    metrics = bundles.metrics
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        session_store = store if store is not None else store_from_settings(settings)
+        executor = ThreadPoolExecutor(settings.cpu_workers, thread_name_prefix="nsp-cpu")
+        watcher = BundleWatcher(bundles, settings.watch_interval_s)
+        try:
+            await bundles.refresh()
+            if bundles.current() is None:
+                log.warning("no loadable bundle under %s yet; not ready until one is published", bundles.root)
+            if seed_events is not None:
+                await seed_store(session_store, seed_events, seed_users)
+            pipeline = RecallPipeline(
+                session_store, executor, metrics, history_limit=settings.store_max_events
+            )
+            app.state.services = Services(settings, session_store, bundles, pipeline, metrics)
+            watcher.start()
+            yield
+        finally:
+            await watcher.stop()
+            executor.shutdown(wait=True, cancel_futures=True)
+            if store is None:
+                await session_store.close()
+
+    app = FastAPI(title="nsp-recall", version="1", lifespan=lifespan)
+    app.include_router(router)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    install_error_handlers(app)
+    return app

@@ -1,0 +1,95 @@
+"""Every Prometheus metric the service exports (design §3.4), in one place.
+
+``Metrics`` owns its own ``CollectorRegistry``, so several apps can live in one process (tests
+build many). Labels are fixed and low-cardinality: routes are path templates, outcomes are
+status classes, stages and reasons are enums — never user or item ids. Durations are in
+seconds (the Prometheus convention) with buckets resolving sub-millisecond to seconds.
+
+prometheus_client metrics are thread-safe; observe from any thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+Stage = Literal["session_fetch", "encode", "ann", "postprocess"]
+FallbackReason = Literal["no_history", "store_unavailable"]
+STAGES: tuple[Stage, ...] = ("session_fetch", "encode", "ann", "postprocess")
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+)  # fmt: skip
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.request_seconds = Histogram(
+            "nsp_request_duration_seconds",
+            "HTTP request latency by route template and outcome (2xx/4xx/5xx).",
+            ["route", "outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stage_seconds = Histogram(
+            "nsp_recall_stage_duration_seconds",
+            "Latency of one recall pipeline stage.",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.bundle_version = Gauge(
+            "nsp_bundle_version", "Version of the bundle being served (0 = none loaded).", registry=r
+        )
+        self.bundle_loaded_at = Gauge(
+            "nsp_bundle_loaded_timestamp_seconds", "Unix time the served bundle was swapped in.", registry=r
+        )
+        self.bundle_swaps = Counter("nsp_bundle_swaps", "Bundles swapped in.", registry=r)
+        self.bundle_load_failures = Counter(
+            "nsp_bundle_load_failures", "Bundle versions that failed to load or validate.", registry=r
+        )
+        self.store_errors = Counter(
+            "nsp_session_store_errors", "Session-store calls that failed.", ["operation"], registry=r
+        )
+        self.fallbacks = Counter(
+            "nsp_recall_fallbacks",
+            "Recall answered from popularity instead of the model.",
+            ["reason"],
+            registry=r,
+        )
+        self.degraded = Counter(
+            "nsp_recall_degraded", "Recall answered degraded because the session store failed.", registry=r
+        )
+        self.events_ingested = Counter(
+            "nsp_events_ingested", "Events acknowledged by the session store.", registry=r
+        )
+        for stage in STAGES:
+            self.stage_seconds.labels(stage=stage)  # export every stage from the first scrape
+        for reason in ("no_history", "store_unavailable"):
+            self.fallbacks.labels(reason=reason)
+        for operation in ("append", "recent"):
+            self.store_errors.labels(operation=operation)
+
+    @contextmanager
+    def stage(self, stage: Stage) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage_seconds.labels(stage=stage).observe(time.perf_counter() - start)
+
+    def bundle_swapped(self, version: int) -> None:
+        self.bundle_swaps.inc()
+        self.bundle_version.set(version)
+        self.bundle_loaded_at.set(time.time())
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

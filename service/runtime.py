@@ -1,0 +1,220 @@
+"""A bundle loaded for serving: encoder (ONNX Runtime), item index (hnswlib), vocabulary, fallbacks.
+
+``LoadedBundle.load`` is the only way in, and it validates before it returns: manifest, file
+checksums, shapes and counts that must agree, and the probe (the encoder must reproduce the
+user vectors recorded at export time, so a copied or re-exported ``encoder.onnx`` that
+computes something else is refused). A bundle that loads is also warm: the probe has run
+through both the encoder and the index.
+
+``Bundle`` is what the request pipeline needs; tests substitute a fake that has no ONNX.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import onnxruntime as ort
+
+from index.ann import ItemIndex
+from index.bundle import (
+    ENCODER_FILE,
+    INDEX_FILE,
+    POPULARITY_FILE,
+    PROBE_FILE,
+    BundleError,
+    Manifest,
+    read_manifest,
+    verify_files,
+)
+from index.vocab import ITEMS_FILE, VOCAB_FILE, Vocabulary
+
+log = logging.getLogger(__name__)
+
+REQUIRED_FILES = (ENCODER_FILE, INDEX_FILE, POPULARITY_FILE, PROBE_FILE, VOCAB_FILE, ITEMS_FILE)
+ALL_SCENES = "*"  # popularity key for all scenes together
+PROBE_ATOL = 1e-4
+
+
+class Bundle(Protocol):
+    """One loaded bundle. Immutable; ``encode`` and ``search`` may be called from many threads.
+
+    ``encode`` and ``search`` are blocking CPU work: call them off the event loop.
+    """
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def manifest(self) -> Manifest: ...
+
+    @property
+    def vocab(self) -> Vocabulary: ...
+
+    def encode(self, tokens: np.ndarray) -> np.ndarray:
+        """tokens (B, T, N_FEATURES) int64 → user vectors (B, D) float32, L2-normalised."""
+        ...
+
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, scores), each (B, min(k, item count)), best first; labels index vocab.item_ids."""
+        ...
+
+    def fallback(self, scene: str) -> list[str]:
+        """Most popular item ids for the scene (all scenes if the scene has no list), best first."""
+        ...
+
+
+class LoadedBundle:
+    """A validated, warmed bundle from one directory. Thread-safe for encode/search/fallback."""
+
+    def __init__(
+        self,
+        directory: Path,
+        manifest: Manifest,
+        vocab: Vocabulary,
+        session: ort.InferenceSession,
+        index: ItemIndex,
+        popularity: dict[str, list[str]],
+    ) -> None:
+        self.directory = directory
+        self._manifest = manifest
+        self._vocab = vocab
+        self._session = session
+        self._index = index
+        self._popularity = popularity
+        self._input = manifest.encoder.inputs[0]
+        self._output = manifest.encoder.outputs[0]
+
+    @classmethod
+    def load(cls, directory: Path, *, encoder_threads: int = 1, ann_threads: int = 1) -> LoadedBundle:
+        """Load, validate and warm the bundle in ``directory``.
+
+        Blocking disk and CPU work (seconds for a large index): run it off the event loop.
+        Raises ``BundleError`` with the reason when anything is missing or inconsistent.
+        """
+        manifest = read_manifest(directory)
+        missing = [name for name in REQUIRED_FILES if name not in manifest.files]
+        if missing:
+            raise BundleError(f"{directory}: manifest does not list {', '.join(missing)}")
+        if not manifest.encoder.inputs or not manifest.encoder.outputs:
+            raise BundleError(f"{directory}: manifest names no encoder input or output")
+        verify_files(directory, manifest)
+        try:
+            vocab = Vocabulary.load(directory)
+        except (OSError, KeyError, ValueError) as exc:
+            raise BundleError(f"{directory}: unreadable vocabulary: {exc}") from exc
+        session = _open_encoder(directory / ENCODER_FILE, manifest, encoder_threads)
+        try:
+            index = ItemIndex.load(
+                directory / INDEX_FILE,
+                dim=manifest.embedding_dim,
+                count=manifest.item_count,
+                params=manifest.hnsw,
+                num_threads=ann_threads,
+            )
+        except (OSError, RuntimeError) as exc:
+            raise BundleError(f"{directory}: unreadable item index: {exc}") from exc
+        if not index.count == vocab.n_items == manifest.item_count:
+            raise BundleError(
+                f"{directory}: item counts disagree: index {index.count}, vocabulary {vocab.n_items}, "
+                f"manifest {manifest.item_count}"
+            )
+        if index.dim != manifest.embedding_dim:
+            raise BundleError(f"{directory}: index dim {index.dim} != embedding_dim {manifest.embedding_dim}")
+        bundle = cls(directory, manifest, vocab, session, index, _read_popularity(directory))
+        bundle._check_probe()
+        log.info(
+            "loaded bundle %d from %s (%d items, dim %d)",
+            manifest.version,
+            directory,
+            manifest.item_count,
+            manifest.embedding_dim,
+        )
+        return bundle
+
+    @property
+    def version(self) -> int:
+        return self._manifest.version
+
+    @property
+    def manifest(self) -> Manifest:
+        return self._manifest
+
+    @property
+    def vocab(self) -> Vocabulary:
+        return self._vocab
+
+    def encode(self, tokens: np.ndarray) -> np.ndarray:
+        out = self._session.run([self._output], {self._input: np.ascontiguousarray(tokens, dtype=np.int64)})
+        return np.asarray(out[0], dtype=np.float32)
+
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._index.search(vectors, k)
+
+    def fallback(self, scene: str) -> list[str]:
+        return self._popularity.get(scene) or self._popularity[ALL_SCENES]
+
+    def _check_probe(self) -> None:
+        try:
+            with np.load(self.directory / PROBE_FILE, allow_pickle=False) as probe:
+                tokens, expected = probe["tokens"], probe["user_vec"]
+        except (OSError, KeyError, ValueError) as exc:
+            raise BundleError(f"{self.directory}: unreadable probe: {exc}") from exc
+        try:
+            out = self.encode(tokens)
+        except Exception as exc:  # ONNX Runtime raises its own exception types
+            raise BundleError(f"{self.directory}: encoder failed on the probe: {exc}") from exc
+        if out.shape != expected.shape or out.shape[-1] != self._manifest.embedding_dim:
+            raise BundleError(
+                f"{self.directory}: encoder output shape {out.shape}, probe expects {expected.shape} "
+                f"with dim {self._manifest.embedding_dim}"
+            )
+        if not np.allclose(out, expected, atol=PROBE_ATOL):
+            worst = float(np.max(np.abs(out - expected)))
+            raise BundleError(
+                f"{self.directory}: encoder does not reproduce the probe (max abs diff {worst:.2e})"
+            )
+        self.search(out, min(10, self._index.count))  # warm the index pages
+
+
+def _open_encoder(path: Path, manifest: Manifest, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Requests already run in parallel on the CPU pool; spinning intra-op threads would steal
+    # those cores while idle.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ONNX Runtime raises its own exception types
+        raise BundleError(f"{path}: ONNX Runtime cannot load the encoder: {exc}") from exc
+    inputs = [i.name for i in session.get_inputs()]
+    outputs = {o.name: o.shape for o in session.get_outputs()}
+    expected_input, expected_output = manifest.encoder.inputs[0], manifest.encoder.outputs[0]
+    if expected_input not in inputs:
+        raise BundleError(f"{path}: encoder has inputs {inputs}, manifest names {expected_input!r}")
+    if expected_output not in outputs:
+        raise BundleError(f"{path}: encoder has outputs {list(outputs)}, manifest names {expected_output!r}")
+    dim = outputs[expected_output][-1]
+    if isinstance(dim, int) and dim != manifest.embedding_dim:
+        raise BundleError(f"{path}: encoder output dim {dim} != embedding_dim {manifest.embedding_dim}")
+    return session
+
+
+def _read_popularity(directory: Path) -> dict[str, list[str]]:
+    try:
+        raw = json.loads((directory / POPULARITY_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{directory}: unreadable {POPULARITY_FILE}: {exc}") from exc
+    if not isinstance(raw, dict) or not all(
+        isinstance(items, list) and all(isinstance(i, str) for i in items) for items in raw.values()
+    ):
+        raise BundleError(f"{directory}: {POPULARITY_FILE} must map scene names to lists of item ids")
+    if ALL_SCENES not in raw:
+        raise BundleError(f"{directory}: {POPULARITY_FILE} has no {ALL_SCENES!r} list")
+    return {str(scene): list(items) for scene, items in raw.items()}

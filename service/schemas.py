@@ -1,0 +1,117 @@
+"""HTTP request and response bodies of the v1 API (design §3.2), with their limits.
+
+The limits here are the API's hard ceilings; ``Settings`` may lower k, batch and exclusion
+limits per deployment (checked in the routes). Unknown fields are rejected, so a typo in a
+field name is a 422 rather than a silently ignored option.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from index.features import Event
+from service.settings import API_MAX_EVENTS_PER_BATCH, API_MAX_EXCLUDE_IDS, API_MAX_K
+
+UserId = Annotated[str, Field(min_length=1, max_length=128)]
+ItemId = Annotated[str, Field(min_length=1, max_length=128)]
+Scene = Annotated[str, Field(min_length=1, max_length=64)]
+Action = Literal["exposure", "click", "cart", "pay"]
+Source = Literal["model", "cache", "fallback"]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RecallRequest(_Request):
+    user_id: UserId
+    k: int | None = Field(
+        default=None,
+        ge=1,
+        le=API_MAX_K,
+        description="Items to return (1..1000); default: the service's default_k (100).",
+    )
+    scene: Scene = Field(
+        default="default", description="Scene of the request; picks the query context and fallback."
+    )
+    exclude_seen: bool = Field(
+        default=True, description="Drop items in the user's recent history (any action)."
+    )
+    exclude_item_ids: list[ItemId] = Field(
+        default_factory=list, max_length=API_MAX_EXCLUDE_IDS, description="Items never to return (≤ 1000)."
+    )
+    query: str | None = Field(
+        default=None,
+        max_length=512,
+        description="Search query text; reserved for the text channel, ignored by v1.",
+    )
+
+
+class EventIn(_Request):
+    user_id: UserId
+    item_id: ItemId
+    action: Action
+    scene: Scene
+    ts: int = Field(gt=0, description="Unix time in seconds.")
+    request_id: Annotated[str, Field(min_length=1, max_length=128)]
+
+    def to_event(self) -> Event:
+        return Event(self.user_id, self.item_id, self.ts, self.action, self.scene, self.request_id)
+
+
+class EventsRequest(_Request):
+    events: list[EventIn] = Field(min_length=1, max_length=API_MAX_EVENTS_PER_BATCH)
+
+
+class RecalledItem(BaseModel):
+    item_id: str
+    score: float
+
+
+class RecallResponse(BaseModel):
+    user_id: str
+    bundle_version: int
+    source: Source
+    degraded: bool
+    items: list[RecalledItem]
+
+
+class EventsAccepted(BaseModel):
+    accepted: int
+
+
+class SessionItem(BaseModel):
+    item_id: str
+    action: str
+
+
+class SessionOut(BaseModel):
+    request_id: str
+    ts: int
+    scene: str
+    items: list[SessionItem]
+
+
+class SessionsResponse(BaseModel):
+    user_id: str
+    sessions: list[SessionOut] = Field(description="Most recent session first.")
+
+
+class BundleSummary(BaseModel):
+    version: int
+    parent_version: int | None
+    created_at: str
+    training: dict[str, object]
+    item_count: int
+    embedding_dim: int
+    hnsw: dict[str, object]
+    metrics: dict[str, float]
+
+
+class Problem(BaseModel):
+    """Body of every error response."""
+
+    error: str
+    detail: object

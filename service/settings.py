@@ -1,0 +1,90 @@
+"""Service configuration: one ``Settings`` read from the environment (prefix ``NSP_``).
+
+Build it once at start-up (``Settings()``) and pass it in; nothing reads the environment at
+import time. Validation errors surface at start-up, before the service binds its port.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Self
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Hard ceilings of the v1 API (design §3.2). Settings may lower them, never raise them.
+API_MAX_K = 1000
+API_MAX_EVENTS_PER_BATCH = 1000
+API_MAX_EXCLUDE_IDS = 1000
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+class Settings(BaseSettings):
+    """Immutable after validation; safe to share between threads."""
+
+    # hide_input_in_errors: a validation error must not echo the Redis URL (it may hold a password).
+    model_config = SettingsConfigDict(
+        env_prefix="NSP_", extra="ignore", frozen=True, validate_by_name=True, hide_input_in_errors=True
+    )
+
+    bundle_root: Path = Field(
+        default=Path("var/bundles"), description="Directory of numbered bundle versions."
+    )
+    redis_url: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("NSP_REDIS_URL", "REDIS_URL", "redis_url"),
+        description="Session store URL (redis://…); unset runs an in-memory store that is not persisted.",
+    )
+    store_key_prefix: str = Field(
+        default="nsp", min_length=1, description="Prefix of every session-store key."
+    )
+    store_max_events: int = Field(default=500, gt=0, description="Most recent events kept per user.")
+    store_ttl_seconds: int = Field(
+        default=30 * 86400, gt=0, description="A user's events expire this long after their last write."
+    )
+    store_timeout_s: float = Field(
+        default=0.2, gt=0, description="Session-store connect and per-command socket timeout."
+    )
+    watch_interval_s: float = Field(
+        default=5.0, gt=0, description="How often the bundle root is polled for a newer version."
+    )
+    encoder_threads: int = Field(
+        default=1, ge=1, description="ONNX Runtime intra-op threads per encoder call."
+    )
+    cpu_workers: int = Field(
+        default=2, ge=1, description="Threads of the pool that runs encode + ANN search."
+    )
+    ann_threads: int = Field(default=1, ge=1, description="hnswlib threads per query batch.")
+    default_k: int = Field(default=100, ge=1, description="Items returned when a recall request gives no k.")
+    max_k: int = Field(
+        default=API_MAX_K, ge=1, le=API_MAX_K, description="Largest k a recall request may ask for."
+    )
+    max_events_per_batch: int = Field(
+        default=API_MAX_EVENTS_PER_BATCH,
+        ge=1,
+        le=API_MAX_EVENTS_PER_BATCH,
+        description="Largest /v1/events batch.",
+    )
+    max_exclude_ids: int = Field(
+        default=API_MAX_EXCLUDE_IDS,
+        ge=0,
+        le=API_MAX_EXCLUDE_IDS,
+        description="Most exclude_item_ids per request.",
+    )
+    host: str = Field(default="127.0.0.1", description="Interface the HTTP server binds.")
+    port: int = Field(default=8000, ge=0, le=65535, description="Port the HTTP server binds.")
+    log_level: str = Field(default="info", description="One of critical, error, warning, info, debug.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.default_k > self.max_k:
+            raise ValueError(f"default_k ({self.default_k}) exceeds max_k ({self.max_k})")
+        return self
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.lower() not in LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        return value.lower()

@@ -1,0 +1,236 @@
+"""The session store: each user's recent events, newest first (design §3.3).
+
+``SessionStore`` is the protocol the service uses. ``RedisSessionStore`` is the real one;
+``InMemorySessionStore`` has the same semantics, for unit tests and as the embedded default
+when no Redis is configured. Per user the store keeps a capped list of the last
+``max_events`` events that expires ``ttl_seconds`` after the user's last write.
+
+Every store failure surfaces as ``StoreUnavailable``; callers never see a driver exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from index.features import Event
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class StoreUnavailable(Exception):
+    """The session store could not be reached, timed out, or refused the command."""
+
+
+class SessionStore(Protocol):
+    """Recent events per user. Implementations are used from one event loop.
+
+    ``append`` is all-or-nothing: when it returns, every event is stored; when it raises
+    ``StoreUnavailable`` the batch was applied entirely or not at all (after a timeout the
+    caller cannot tell which, so a retried batch may store some events twice).
+    """
+
+    async def append(self, events: Sequence[Event]) -> int:
+        """Store a batch (any mix of users); returns how many events were stored."""
+        ...
+
+    async def recent(self, user_id: str, limit: int) -> list[Event]:
+        """Up to ``limit`` of the user's events, newest first; [] for an unknown user."""
+        ...
+
+    async def ping(self) -> bool:
+        """True when the store answers; never raises."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def by_user(events: Sequence[Event]) -> dict[str, list[Event]]:
+    """Events grouped by user, each group oldest first (stable for equal timestamps)."""
+    groups: dict[str, list[Event]] = {}
+    for event in events:
+        groups.setdefault(event.user_id, []).append(event)
+    for group in groups.values():
+        group.sort(key=lambda e: e.ts)
+    return groups
+
+
+def newest_first(events: list[Event]) -> list[Event]:
+    # A late-arriving batch can carry older timestamps than what is already stored.
+    return sorted(events, key=lambda e: -e.ts)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, safe to log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class InMemorySessionStore:
+    """Process-local store with Redis semantics (cap, TTL, newest first); not persisted.
+
+    Not thread-safe: use it from one event loop. Never raises ``StoreUnavailable``.
+    """
+
+    def __init__(
+        self,
+        max_events: int = 500,
+        ttl_seconds: float = 30 * 86400,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._max_events = max_events
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._lists: dict[str, tuple[deque[Event], float]] = {}  # user → (newest first, expires at)
+
+    async def append(self, events: Sequence[Event]) -> int:
+        expires = self._clock() + self._ttl
+        for user_id, group in by_user(events).items():
+            stored = self._live(user_id) or deque(maxlen=self._max_events)
+            stored.extendleft(group)  # oldest first in, so the newest ends at the head
+            self._lists[user_id] = (stored, expires)
+        return len(events)
+
+    async def recent(self, user_id: str, limit: int) -> list[Event]:
+        stored = self._live(user_id)
+        if stored is None or limit <= 0:
+            return []
+        return newest_first(list(stored)[:limit])
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        self._lists.clear()
+
+    def _live(self, user_id: str) -> deque[Event] | None:
+        entry = self._lists.get(user_id)
+        if entry is None:
+            return None
+        if entry[1] <= self._clock():
+            del self._lists[user_id]
+            return None
+        return entry[0]
+
+
+class RedisSessionStore:
+    """Redis lists, one per user, at ``{prefix}:{{user_id}}:events`` (hash-tagged by user).
+
+    Values are compact JSON ``[item_id, ts, action, scene, request_id]``. A batch is written
+    in one MULTI/EXEC transaction (LPUSH oldest→newest, LTRIM, EXPIRE per user), so readers
+    never see part of a batch. Connecting and each command time out after ``timeout_s``; a
+    dropped connection is retried once at once (pooled connections go stale when Redis
+    restarts), a timeout is not. Failures raise ``StoreUnavailable``. Safe for concurrent use
+    from one event loop.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        key_prefix: str = "nsp",
+        max_events: int = 500,
+        ttl_seconds: int = 30 * 86400,
+        timeout_s: float = 0.2,
+    ) -> None:
+        self._prefix = key_prefix
+        self._max_events = max_events
+        self._ttl = ttl_seconds
+        self._redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            # Retry a dropped connection once (stale after a Redis restart), never a timeout:
+            # a hung Redis must cost a request one timeout, not several.
+            retry=Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
+            health_check_interval=30,
+        )
+        log.info("session store: redis at %s", redact_url(url))
+
+    def key(self, user_id: str) -> str:
+        return f"{self._prefix}:{{{user_id}}}:events"
+
+    async def append(self, events: Sequence[Event]) -> int:
+        if not events:
+            return 0
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for user_id, group in by_user(events).items():
+                    key = self.key(user_id)
+                    pipe.lpush(key, *(_encode(e) for e in group))
+                    pipe.ltrim(key, 0, self._max_events - 1)
+                    pipe.expire(key, self._ttl)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"session store write failed: {type(exc).__name__}: {exc}") from exc
+        return len(events)
+
+    async def recent(self, user_id: str, limit: int) -> list[Event]:
+        if limit <= 0:
+            return []
+        try:
+            raw: list[bytes | str] = await self._redis.lrange(self.key(user_id), 0, limit - 1)
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"session store read failed: {type(exc).__name__}: {exc}") from exc
+        events = []
+        for value in raw:
+            event = _decode(user_id, value)
+            if event is not None:
+                events.append(event)
+        if len(events) < len(raw):
+            log.warning("skipped %d malformed session-store values", len(raw) - len(events))
+        return newest_first(events)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._redis.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def _encode(event: Event) -> bytes:
+    return orjson.dumps([event.item_id, event.ts, event.action, event.scene, event.request_id])
+
+
+def _decode(user_id: str, value: bytes | str) -> Event | None:
+    try:
+        item_id, ts, action, scene, request_id = orjson.loads(value)
+        return Event(user_id, str(item_id), int(ts), str(action), str(scene), str(request_id))
+    except (orjson.JSONDecodeError, TypeError, ValueError):
+        return None
+
+
+def store_from_settings(settings: Settings) -> SessionStore:
+    """Redis when ``settings.redis_url`` is set, else the in-memory store (with a warning)."""
+    if settings.redis_url is not None:
+        return RedisSessionStore(
+            settings.redis_url.get_secret_value(),
+            key_prefix=settings.store_key_prefix,
+            max_events=settings.store_max_events,
+            ttl_seconds=settings.store_ttl_seconds,
+            timeout_s=settings.store_timeout_s,
+        )
+    log.warning(
+        "NSP_REDIS_URL is not set: using the in-memory session store; events are not persisted "
+        "and not shared between replicas"
+    )
+    return InMemorySessionStore(settings.store_max_events, settings.store_ttl_seconds)

@@ -1,0 +1,269 @@
+"""Test doubles and builders shared by the service tests.
+
+``FakeBundle`` implements ``service.runtime.Bundle`` without ONNX: a deterministic encoder
+(the mean of the history items' vectors, so a user's own items rank high) over a real hnswlib
+index and a real ``Vocabulary``. ``write_real_bundle`` publishes a complete, valid bundle
+directory with a tiny hand-built ONNX encoder, for tests of the real loading path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from index.ann import ItemIndex
+from index.bundle import (
+    ENCODER_FILE,
+    INDEX_FILE,
+    MANIFEST,
+    POPULARITY_FILE,
+    PROBE_FILE,
+    HnswParams,
+    Manifest,
+    commit,
+    staging,
+)
+from index.features import COL, ITEM, N_FEATURES, Event, build_tokens, group_sessions, stack_left_padded
+from index.vocab import ITEM_OFFSET, Vocabulary
+from service.app import create_app
+from service.metrics import Metrics
+from service.registry import BundleRegistry
+from service.runtime import ALL_SCENES, Bundle
+from service.settings import Settings
+from service.store import InMemorySessionStore, SessionStore, StoreUnavailable
+
+SCENES = ("default", "search", "feed")
+
+
+def make_vocab(n_items: int, scenes: Sequence[str] = SCENES) -> Vocabulary:
+    ids = [f"item-{i:04d}" for i in range(n_items)]
+    categories = [f"cat-{i % 5}" for i in range(n_items)]
+    prices = [float(1 + (i * 7) % 100) for i in range(n_items)]
+    return Vocabulary.build(ids, categories, prices, list(scenes))
+
+
+def manifest_fields(n_items: int, dim: int, *, ef_search: int = 64) -> dict[str, object]:
+    """Everything a manifest needs except version, files and created_at."""
+    return {
+        "parent_version": None,
+        "training": {"kind": "pretrain"},
+        "model_config": {"d_model": dim},
+        "embedding_dim": dim,
+        "encoder": {
+            "inputs": ["tokens"],
+            "outputs": ["user_vec"],
+            "max_sessions": 20,
+            "max_items_per_session": 12,
+        },
+        "hnsw": {"space": "ip", "M": 16, "ef_construction": 100, "ef_search": ef_search},
+        "item_count": n_items,
+        "metrics": {"recall@100": 0.25},
+    }
+
+
+def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    vectors = rng.normal(size=(n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+class FakeBundle:
+    """A ``Bundle`` with a fake encoder and a real index; counts encode and search calls."""
+
+    def __init__(
+        self,
+        version: int = 1,
+        n_items: int = 60,
+        dim: int = 8,
+        seed: int = 0,
+        popularity: Mapping[str, list[str]] | None = None,
+    ) -> None:
+        rng = np.random.default_rng(seed)
+        self._vocab = make_vocab(n_items)
+        self.item_vectors = unit_rows(rng, n_items, dim)
+        self._index = ItemIndex.build(self.item_vectors, HnswParams(space="ip", ef_search=64))
+        ids = [str(i) for i in self._vocab.item_ids]
+        self._popularity = dict(popularity) if popularity is not None else {ALL_SCENES: ids[::-1][:20]}
+        self._manifest = Manifest.model_validate(
+            {
+                **manifest_fields(n_items, dim),
+                "version": version,
+                "created_at": "2024-01-01T00:00:00+00:00",
+                "files": {},
+            }
+        )
+        self.encode_calls = 0
+        self.search_ks: list[int] = []
+
+    @property
+    def version(self) -> int:
+        return self._manifest.version
+
+    @property
+    def manifest(self) -> Manifest:
+        return self._manifest
+
+    @property
+    def vocab(self) -> Vocabulary:
+        return self._vocab
+
+    def encode(self, tokens: np.ndarray) -> np.ndarray:
+        self.encode_calls += 1
+        out = np.zeros((tokens.shape[0], self.item_vectors.shape[1]), dtype=np.float32)
+        for row, sequence in enumerate(tokens):
+            items = sequence[
+                (sequence[:, COL["token_type"]] == ITEM) & (sequence[:, COL["item"]] >= ITEM_OFFSET)
+            ]
+            labels = items[:, COL["item"]] - ITEM_OFFSET
+            out[row] = self.item_vectors[labels].mean(axis=0) if len(labels) else self.item_vectors[0]
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        self.search_ks.append(k)
+        return self._index.search(vectors, k)
+
+    def fallback(self, scene: str) -> list[str]:
+        return self._popularity.get(scene) or self._popularity[ALL_SCENES]
+
+
+class FailingStore:
+    """A ``SessionStore`` whose backend is down."""
+
+    async def append(self, events: Sequence[Event]) -> int:
+        raise StoreUnavailable("session store write failed: ConnectionError: connection refused")
+
+    async def recent(self, user_id: str, limit: int) -> list[Event]:
+        raise StoreUnavailable("session store read failed: ConnectionError: connection refused")
+
+    async def ping(self) -> bool:
+        return False
+
+    async def close(self) -> None:
+        return None
+
+
+def registry_of(root: Path, *bundles: Bundle, metrics: Metrics | None = None) -> BundleRegistry:
+    """A real registry over ``root`` whose loader hands out the given bundles by version.
+
+    Each bundle gets a ``root/<version>/manifest.json`` stub so the registry can find it.
+    """
+    by_version = {bundle.version: bundle for bundle in bundles}
+    for version in by_version:
+        (root / str(version)).mkdir(parents=True, exist_ok=True)
+        (root / str(version) / MANIFEST).write_text("{}")
+    return BundleRegistry(root, lambda directory: by_version[int(directory.name)], metrics=metrics)
+
+
+def history(
+    user_id: str, items: Sequence[str], start_ts: int = 1_700_000_000, per_session: int = 3
+) -> list[Event]:
+    """Click events on ``items``, ``per_session`` to a request session, one minute apart."""
+    return [
+        Event(user_id, item, start_ts + 60 * i, "click", "default", f"{user_id}-req-{i // per_session}")
+        for i, item in enumerate(items)
+    ]
+
+
+# --- a real bundle on disk, with a tiny ONNX encoder built by hand (no torch) -----------------
+
+
+def _encoder_model(weight: np.ndarray, bias: np.ndarray) -> bytes:
+    """user_vec = L2-normalise(mean over positions of float(tokens) @ weight + bias)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    dim = weight.shape[1]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["tokens"], ["tokens_f"], to=TensorProto.FLOAT),
+            helper.make_node("ReduceMean", ["tokens_f"], ["pooled"], axes=[1], keepdims=0),
+            helper.make_node("MatMul", ["pooled", "weight"], ["projected"]),
+            helper.make_node("Add", ["projected", "bias"], ["shifted"]),
+            helper.make_node("LpNormalization", ["shifted"], ["user_vec"], axis=1, p=2),
+        ],
+        "fake_encoder",
+        [helper.make_tensor_value_info("tokens", TensorProto.INT64, ["batch", "length", N_FEATURES])],
+        [helper.make_tensor_value_info("user_vec", TensorProto.FLOAT, ["batch", dim])],
+        initializer=[numpy_helper.from_array(weight, "weight"), numpy_helper.from_array(bias, "bias")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return bytes(model.SerializeToString())
+
+
+def reference_encode(tokens: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    out = tokens.astype(np.float32).mean(axis=1) @ weight + bias
+    return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
+
+
+def write_real_bundle(
+    root: Path,
+    version: int | None = None,
+    *,
+    n_items: int = 40,
+    dim: int = 8,
+    seed: int = 0,
+    probe_error: float = 0.0,
+    index_items: int | None = None,
+    manifest_overrides: Mapping[str, object] | None = None,
+    popularity: Mapping[str, object] | None = None,
+) -> Path:
+    """Publish a complete bundle under ``root``; returns its directory.
+
+    ``probe_error`` perturbs the recorded probe vectors (the encoder then fails the probe);
+    ``index_items`` builds the index over fewer items than the vocabulary has.
+    """
+    rng = np.random.default_rng(seed)
+    vocab = make_vocab(n_items)
+    weight = rng.normal(size=(N_FEATURES, dim)).astype(np.float32)
+    bias = rng.normal(size=(dim,)).astype(np.float32)
+    ids = [str(i) for i in vocab.item_ids]
+    users = [history(f"u{u}", rng.choice(ids, size=5).tolist()) for u in range(3)]
+    tokens = stack_left_padded(
+        [build_tokens(group_sessions(events), "default", 1_700_100_000, vocab) for events in users]
+    )
+    expected = reference_encode(tokens, weight, bias) + np.float32(probe_error)
+    with staging(root) as stage:
+        vocab.save(stage)
+        (stage / ENCODER_FILE).write_bytes(_encoder_model(weight, bias))
+        ItemIndex.build(unit_rows(rng, index_items or n_items, dim), HnswParams(space="ip")).save(
+            stage / INDEX_FILE
+        )
+        popular = popularity if popularity is not None else {ALL_SCENES: ids[:10], "search": ids[-5:]}
+        (stage / POPULARITY_FILE).write_text(json.dumps(popular))
+        with (stage / PROBE_FILE).open("wb") as f:
+            np.savez(f, tokens=tokens, user_vec=expected)
+        fields = {**manifest_fields(n_items, dim), **(manifest_overrides or {})}
+        return commit(root, stage, fields, version=version)
+
+
+@asynccontextmanager
+async def serving(
+    root: Path,
+    *bundles: Bundle,
+    store: SessionStore | None = None,
+    registry: BundleRegistry | None = None,
+    **settings: Any,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on ``create_app`` with its lifespan running (bundles via ``registry_of``)."""
+    config = Settings(**{"bundle_root": root, "redis_url": None, "watch_interval_s": 60, **settings})
+    app = create_app(config, store or InMemorySessionStore(), registry or registry_of(root, *bundles))
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://nsp") as client,
+    ):
+        yield client
+
+
+async def post_events(client: httpx.AsyncClient, events: Sequence[Event]) -> None:
+    body = {"events": [asdict(event) for event in events]}
+    response = await client.post("/v1/events", json=body)
+    assert response.status_code == 202, response.text

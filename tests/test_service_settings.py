@@ -1,0 +1,58 @@
+"""Settings: read from the environment once, validated, and never leaking the Redis password."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from service.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("REDIS_URL", "NSP_REDIS_URL", "NSP_PORT", "NSP_BUNDLE_ROOT", "NSP_MAX_K", "NSP_DEFAULT_K"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_defaults_run_without_redis() -> None:
+    settings = Settings()
+    assert settings.redis_url is None
+    assert settings.bundle_root == Path("var/bundles")
+    assert settings.default_k == 100 and settings.max_k == 1000
+
+
+def test_environment_uses_the_nsp_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NSP_PORT", "9100")
+    monkeypatch.setenv("NSP_BUNDLE_ROOT", "/srv/bundles")
+    settings = Settings()
+    assert settings.port == 9100
+    assert settings.bundle_root == Path("/srv/bundles")
+
+
+def test_redis_url_comes_from_either_variable_nsp_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://plain:6379/0")
+    plain = Settings().redis_url
+    assert plain is not None and plain.get_secret_value() == "redis://plain:6379/0"
+    monkeypatch.setenv("NSP_REDIS_URL", "redis://nsp:6379/0")
+    nsp = Settings().redis_url
+    assert nsp is not None and nsp.get_secret_value() == "redis://nsp:6379/0"
+
+
+def test_the_redis_password_is_not_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NSP_REDIS_URL", "redis://:hunter2@redis:6379/0")
+    settings = Settings()
+    assert "hunter2" not in repr(settings) and "hunter2" not in str(settings.model_dump())
+    with pytest.raises(ValidationError) as failure:
+        Settings(port=-1)
+    assert "hunter2" not in str(failure.value)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"default_k": 200, "max_k": 100}, {"max_k": 1001}, {"store_max_events": 0}, {"log_level": "loud"}],
+)
+def test_inconsistent_settings_fail_at_start_up(overrides: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        Settings(**overrides)

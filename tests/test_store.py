@@ -1,0 +1,115 @@
+"""SessionStore semantics, run against both implementations (Redis skipped if unreachable)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from index.features import Event
+from service.store import InMemorySessionStore, RedisSessionStore, SessionStore, redact_url
+
+pytestmark = pytest.mark.anyio
+
+REDIS_URL = os.environ.get("NSP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+MAX_EVENTS = 5
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[SessionStore]:
+    if request.param == "memory":
+        yield InMemorySessionStore(max_events=MAX_EVENTS, ttl_seconds=3600)
+        return
+    prefix = f"nsptest-{uuid.uuid4().hex}"
+    admin = aioredis.Redis.from_url(REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        await admin.ping()
+    except Exception as exc:
+        await admin.aclose()
+        pytest.skip(f"no Redis at {redact_url(REDIS_URL)}: {exc}")
+    redis_store = RedisSessionStore(REDIS_URL, key_prefix=prefix, max_events=MAX_EVENTS, ttl_seconds=3600)
+    try:
+        yield redis_store
+    finally:
+        await redis_store.close()
+        keys = [key async for key in admin.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await admin.delete(*keys)
+        await admin.aclose()
+
+
+def clicks(user: str, *timestamps: int, request_id: str = "r") -> list[Event]:
+    return [Event(user, f"item-{ts}", ts, "click", "feed", request_id) for ts in timestamps]
+
+
+async def test_recent_is_newest_first(store: SessionStore) -> None:
+    assert await store.append(clicks("alice", 1, 3, 2)) == 3
+    assert await store.append(clicks("alice", 4)) == 1
+    recent = await store.recent("alice", 10)
+    assert [e.ts for e in recent] == [4, 3, 2, 1]
+    assert recent[0] == Event("alice", "item-4", 4, "click", "feed", "r")
+
+
+async def test_a_late_batch_with_older_events_is_still_read_newest_first(store: SessionStore) -> None:
+    await store.append(clicks("alice", 5, 6))
+    await store.append(clicks("alice", 3))
+    assert [e.ts for e in await store.recent("alice", 10)] == [6, 5, 3]
+
+
+async def test_recent_honours_the_limit(store: SessionStore) -> None:
+    await store.append(clicks("alice", 1, 2, 3))
+    assert [e.ts for e in await store.recent("alice", 2)] == [3, 2]
+    assert await store.recent("alice", 0) == []
+
+
+async def test_a_batch_of_several_users_lands_per_user(store: SessionStore) -> None:
+    await store.append([*clicks("alice", 1, 2), *clicks("bob", 5)])
+    assert [e.ts for e in await store.recent("alice", 10)] == [2, 1]
+    assert [(e.user_id, e.ts) for e in await store.recent("bob", 10)] == [("bob", 5)]
+
+
+async def test_unknown_user_has_no_events(store: SessionStore) -> None:
+    assert await store.recent("nobody", 10) == []
+
+
+async def test_only_the_newest_max_events_are_kept(store: SessionStore) -> None:
+    await store.append(clicks("alice", *range(1, 5)))
+    await store.append(clicks("alice", *range(5, 9)))
+    assert [e.ts for e in await store.recent("alice", 100)] == [8, 7, 6, 5, 4]
+
+
+async def test_ids_with_separators_and_unicode_round_trip(store: SessionStore) -> None:
+    event = Event("user:{1}", 'item,"x"', 7, "pay", "search", "req:é")
+    await store.append([event])
+    assert await store.recent("user:{1}", 5) == [event]
+    assert await store.recent("user:", 5) == []
+
+
+async def test_ping(store: SessionStore) -> None:
+    assert await store.ping() is True
+
+
+async def test_in_memory_events_expire_after_the_ttl() -> None:
+    now = [0.0]
+    store = InMemorySessionStore(ttl_seconds=10, clock=lambda: now[0])
+    await store.append(clicks("alice", 1))
+    now[0] = 9.0
+    await store.append(clicks("alice", 2))  # a write renews the TTL, as EXPIRE does
+    now[0] = 18.0
+    assert [e.ts for e in await store.recent("alice", 10)] == [2, 1]
+    now[0] = 19.0
+    assert await store.recent("alice", 10) == []
+
+
+def test_redact_url_hides_only_the_password() -> None:
+    assert redact_url("redis://user:s3cret@redis.internal:6380/2") == "redis://user:***@redis.internal:6380/2"
+    assert redact_url("redis://:s3cret@h/0") == "redis://:***@h/0"
+    assert redact_url("redis://h:6379/0") == "redis://h:6379/0"
