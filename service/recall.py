@@ -1,7 +1,7 @@
 """The recall pipeline: a user's recent events → sessions → encoder → ANN → item ids.
 
 Stages (each timed in ``nsp_recall_stage_duration_seconds``): ``session_fetch`` from the
-store on the event loop; ``encode`` and ``ann`` in the CPU thread pool (ONNX Runtime and
+store on the event loop; ``encode`` (tokens + encoder) and ``ann`` in the CPU thread pool (ONNX Runtime and
 hnswlib never run on the event loop); ``postprocess`` maps labels to item ids.
 
 Results honour the API contract: exactly ``k`` items unless the catalog minus exclusions has
@@ -21,7 +21,7 @@ from concurrent.futures import Executor
 
 import numpy as np
 
-from index.features import ACTIONS, Session, build_tokens, group_sessions, stack_left_padded
+from index.features import ACTIONS, Event, Session, build_tokens, group_sessions, stack_left_padded
 from service.metrics import Metrics
 from service.runtime import ALL_SCENES, Bundle
 from service.schemas import RecalledItem, RecallRequest, RecallResponse, SessionItem, SessionOut
@@ -66,20 +66,17 @@ class RecallPipeline:
             return self._fallback(bundle, request, k, excluded, degraded=False)
         if request.exclude_seen:
             excluded.update(event.item_id for event in events)
-        tokens = stack_left_padded(
-            [
-                build_tokens(
-                    group_sessions(events),
-                    query_scene=request.scene,
-                    query_ts=int(self._clock()),
-                    vocab=bundle.vocab,
-                    max_sessions=bundle.manifest.encoder.max_sessions,
-                    max_items=bundle.manifest.encoder.max_items_per_session,
-                )
-            ]
-        )  # (1, T, N_FEATURES)
         excluded_labels = {label for item in excluded if (label := bundle.vocab.item_index(item)) is not None}
-        infer = functools.partial(_encode_and_search, bundle, self._metrics, tokens, k, excluded_labels)
+        infer = functools.partial(
+            _encode_and_search,
+            bundle,
+            self._metrics,
+            events,
+            request.scene,
+            int(self._clock()),
+            k,
+            excluded_labels,
+        )
         labels, scores = await asyncio.get_running_loop().run_in_executor(self._executor, infer)
         with self._metrics.stage("postprocess"):
             ids = bundle.vocab.item_ids[labels].tolist() if len(labels) else []
@@ -126,15 +123,29 @@ class RecallPipeline:
 
 
 def _encode_and_search(
-    bundle: Bundle, metrics: Metrics, tokens: np.ndarray, k: int, excluded: set[int]
+    bundle: Bundle,
+    metrics: Metrics,
+    events: list[Event],
+    scene: str,
+    now: int,
+    k: int,
+    excluded: set[int],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Runs in the CPU pool: user vector, then the top-k labels not in ``excluded``.
+    """Runs in the CPU pool: tokens, user vector, then the top-k labels not in ``excluded``.
 
     Asks the index for ``k + len(excluded)`` first, which is enough whenever the index returns
     what it is asked for, and doubles (up to the whole catalog) if it still comes up short.
     """
     with metrics.stage("encode"):
-        vector = bundle.encode(tokens)  # (1, D)
+        sequence = build_tokens(
+            group_sessions(events),
+            query_scene=scene,
+            query_ts=now,
+            vocab=bundle.vocab,
+            max_sessions=bundle.manifest.encoder.max_sessions,
+            max_items=bundle.manifest.encoder.max_items_per_session,
+        )
+        vector = bundle.encode(stack_left_padded([sequence]))  # (1, D)
     catalog = bundle.vocab.n_items
     excluded_labels = np.fromiter(excluded, dtype=np.int64, count=len(excluded))
     want = min(k + len(excluded), catalog)
