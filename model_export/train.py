@@ -167,9 +167,7 @@ def train(
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
         val = evaluate_model(model, dataset.val, vocab, config.max_sessions, config.max_items)
-        log.info("epoch %d loss %.4f val %s", epoch + 1, float(np.mean(losses or [0.0])), val)
-        if progress:
-            tqdm.write(f"epoch {epoch + 1}: loss {np.mean(losses or [0.0]):.4f}  val {_fmt(val)}")
+        log.info("epoch %d: loss %.4f  val %s", epoch + 1, float(np.mean(losses or [0.0])), _fmt(val))
         if val[SELECT_METRIC] > best["score"]:
             best = {"score": val[SELECT_METRIC], "epoch": epoch + 1, "state": _copy_state(model)}
 
