@@ -73,7 +73,7 @@ def _serve(args: argparse.Namespace) -> None:
 def _demo(args: argparse.Namespace) -> None:
     from nsprecall.demo import run_demo
 
-    run_demo(DEMO_DIR, args.bundles or DEFAULT_BUNDLES, port=args.port or 8000)
+    run_demo(args.demo_dir, args.bundles or DEFAULT_BUNDLES, port=args.port or 8000)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--bundles", type=Path, default=None)
         p.add_argument("--port", type=int, default=None)
+        if name == "demo":
+            p.add_argument("--demo-dir", type=Path, default=DEMO_DIR, help="demo data and run directory")
         if name == "serve":
             p.add_argument("--host", default=None)
             p.add_argument("--seed-events", type=Path, default=None, help="events CSV to load at start")

@@ -8,11 +8,14 @@ a private ``redis-server`` started here (stopped on exit), else the in-memory st
 from __future__ import annotations
 
 import csv
+import ctypes
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -86,6 +89,7 @@ def local_redis(work_dir: Path) -> Iterator[str | None]:
             str(work_dir.resolve()),
         ],
         stdout=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,
     )
     try:
         _wait_for_port(port)
@@ -94,6 +98,14 @@ def local_redis(work_dir: Path) -> Iterator[str | None]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the demo process dies, even by a signal that skips
+    ``finally`` (uvicorn re-raises SIGTERM after its graceful shutdown)."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _wait_for_port(port: int, timeout: float = 10.0) -> None:
