@@ -17,7 +17,7 @@ from index.ann import ItemIndex
 from index.bundle import HnswParams
 from index.features import build_tokens, stack_left_padded
 from index.vocab import Vocabulary
-from model_export.baselines import PopularityRanker
+from model_export.batches import engaged_sequence
 from model_export.data import EvalCase
 from model_export.metrics import DEFAULT_KS, hit_metrics
 from model_export.model import Encoder, NSPModel
@@ -27,10 +27,9 @@ from model_export.retrieval import VectorRanker, topk_exact
 __all__ = [
     "DEFAULT_KS",
     "VectorRanker",
+    "case_sequence",
     "case_targets",
     "evaluate",
-    "evaluate_model",
-    "evaluate_popularity",
     "hit_metrics",
     "item_matrix",
     "model_ranker",
@@ -50,7 +49,13 @@ def item_matrix(model: NSPModel, vocab: Vocabulary) -> np.ndarray:
     return vectors.numpy().astype(np.float32)
 
 
-def case_tokens(case: EvalCase, vocab: Vocabulary, max_sessions: int, max_items: int) -> np.ndarray:
+def case_sequence(
+    case: EvalCase, vocab: Vocabulary, objective: str, max_sessions: int, max_items: int, ar_max_len: int
+) -> np.ndarray:
+    """The encoder input for a case: NSP tokens with the target session's context as the
+    query, or (autoregressive baseline) the history's engaged items."""
+    if objective == "autoregressive":
+        return engaged_sequence(case.history, vocab, ar_max_len)
     return build_tokens(case.history, case.target.scene, case.target.ts, vocab, max_sessions, max_items)
 
 
@@ -61,55 +66,36 @@ def user_matrix(
     vocab: Vocabulary,
     max_sessions: int,
     max_items: int,
+    objective: str = "nsp",
+    ar_max_len: int = 100,
     batch_size: int = 256,
 ) -> np.ndarray:
-    """(N, D) user vectors: each case's history plus its target session's context as the query."""
+    """(N, D) user vectors, read at each case's last position (the query token, or last item)."""
     encoder = Encoder(model).eval()
-    out = []
+    out = [np.zeros((0, model.config.dim), dtype=np.float32)]
     for start in range(0, len(cases), batch_size):
         sequences = [
-            case_tokens(c, vocab, max_sessions, max_items) for c in cases[start : start + batch_size]
+            case_sequence(c, vocab, objective, max_sessions, max_items, ar_max_len)
+            for c in cases[start : start + batch_size]
         ]
-        out.append(encoder(torch.from_numpy(stack_left_padded(sequences))).numpy())
-    dim = model.config.dim
-    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, dim), dtype=np.float32)
+        out.append(encoder(torch.from_numpy(stack_left_padded(sequences))).numpy().astype(np.float32))
+    return np.concatenate(out)
 
 
 def model_ranker(
-    model: NSPModel, vocab: Vocabulary, max_sessions: int, max_items: int, hnsw: HnswParams | None = None
+    model: NSPModel,
+    vocab: Vocabulary,
+    max_sessions: int,
+    max_items: int,
+    hnsw: HnswParams | None = None,
+    objective: str = "nsp",
+    ar_max_len: int = 100,
 ) -> VectorRanker:
     """The trained model as a ranker: exact search, or an HNSW index built with ``hnsw``."""
     items = item_matrix(model, vocab)
     index = None if hnsw is None else ItemIndex.build(items, hnsw)
 
     def user_vectors(cases: Sequence[EvalCase]) -> np.ndarray:
-        return user_matrix(model, cases, vocab, max_sessions, max_items)
+        return user_matrix(model, cases, vocab, max_sessions, max_items, objective, ar_max_len)
 
     return VectorRanker(user_vectors, items, vocab, index)
-
-
-def evaluate_model(
-    model: NSPModel,
-    cases: Sequence[EvalCase],
-    vocab: Vocabulary,
-    max_sessions: int,
-    max_items: int,
-    ks: Sequence[int] = DEFAULT_KS,
-    exclude_seen: bool = False,
-    hnsw: HnswParams | None = None,
-) -> dict[str, float]:
-    ranker = model_ranker(model, vocab, max_sessions, max_items, hnsw)
-    return evaluate(ranker, cases, vocab, ks, exclude_seen)
-
-
-def evaluate_popularity(
-    popularity: dict[str, list[str]],
-    cases: Sequence[EvalCase],
-    vocab: Vocabulary,
-    per_scene: bool,
-    ks: Sequence[int] = DEFAULT_KS,
-    exclude_seen: bool = False,
-) -> dict[str, float]:
-    """The baseline a service without a model would serve: most engaged items (per scene)."""
-    ranker = PopularityRanker.from_lists(popularity, vocab, per_scene)
-    return evaluate(ranker, cases, vocab, ks, exclude_seen)

@@ -21,15 +21,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from index.features import MAX_ITEMS_PER_SESSION, MAX_SESSIONS, build_tokens, stack_left_padded
+from index.features import MAX_ITEMS_PER_SESSION, MAX_SESSIONS
 from index.vocab import Vocabulary
 from model_export.baselines import fit_baselines
-from model_export.batches import Batch, TargetSet, engaged_sequence, make_ar_batch, make_nsp_batch
+from model_export.batches import Batch, TargetSet, make_ar_batch, make_nsp_batch
 from model_export.data import Dataset, EvalCase, load_dataset
-from model_export.evaluate import case_targets, hit_metrics, item_matrix, topk_exact
+from model_export.evaluate import model_ranker
 from model_export.losses import LossKind, target_loss
 from model_export.model import NSPConfig, NSPModel
 from model_export.ranking import evaluate
+from model_export.retrieval import VectorRanker
 
 log = logging.getLogger(__name__)
 
@@ -118,28 +119,15 @@ def batch_loss(
     return total
 
 
-def case_sequence(case: EvalCase, vocab: Vocabulary, config: TrainConfig) -> np.ndarray:
-    if config.objective == "autoregressive":
-        return engaged_sequence(case.history, vocab, config.ar_max_len)
-    return build_tokens(
-        case.history, case.target.scene, case.target.ts, vocab, config.max_sessions, config.max_items
+def model_ranker_for(model: NSPModel, config: TrainConfig, vocab: Vocabulary) -> VectorRanker:
+    return model_ranker(
+        model,
+        vocab,
+        config.max_sessions,
+        config.max_items,
+        objective=config.objective,
+        ar_max_len=config.ar_max_len,
     )
-
-
-@torch.no_grad()
-def case_user_vectors(
-    model: NSPModel, cases: Sequence[EvalCase], vocab: Vocabulary, config: TrainConfig, batch_size: int = 256
-) -> np.ndarray:
-    """(N, D) user vectors, read at each case's last position (the query token, or last item)."""
-    model.eval()
-    out = [np.zeros((0, model.config.dim), dtype=np.float32)]
-    for start in range(0, len(cases), batch_size):
-        tokens = stack_left_padded(
-            [case_sequence(c, vocab, config) for c in cases[start : start + batch_size]]
-        )
-        hidden = model(torch.from_numpy(tokens))[:, -1]
-        out.append(model.user_vectors(hidden).numpy().astype(np.float32))
-    return np.concatenate(out)
 
 
 def evaluate_cases(
@@ -149,9 +137,7 @@ def evaluate_cases(
     config: TrainConfig,
     ks: Sequence[int] = EVAL_KS,
 ) -> dict[str, float]:
-    kept, targets = case_targets(cases, vocab)
-    users = case_user_vectors(model, kept, vocab, config)
-    return hit_metrics(topk_exact(users, item_matrix(model, vocab), max(ks)), targets, ks)
+    return evaluate(model_ranker_for(model, config, vocab), cases, vocab, ks)
 
 
 def build_model(vocab: Vocabulary, config: TrainConfig) -> NSPModel:

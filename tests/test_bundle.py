@@ -2,31 +2,10 @@ import json
 from pathlib import Path
 
 import pytest
+from dummy_bundles import publish_dummy
 
 from index import bundle
 from index.bundle import BundleError
-
-
-def fields() -> dict[str, object]:
-    return {
-        "training": {"kind": "pretrain"},
-        "model_config": {"dim": 4},
-        "embedding_dim": 4,
-        "encoder": {
-            "inputs": ["tokens"],
-            "outputs": ["user_vec"],
-            "max_sessions": 2,
-            "max_items_per_session": 2,
-        },
-        "hnsw": {},
-        "item_count": 3,
-    }
-
-
-def publish_dummy(root: Path, payload: bytes = b"data", version: int | None = None) -> Path:
-    with bundle.staging(root) as stage:
-        (stage / "encoder.onnx").write_bytes(payload)
-        return bundle.commit(root, stage, fields(), version)
 
 
 def test_versions_increase_and_manifest_lists_checksums(tmp_path: Path) -> None:

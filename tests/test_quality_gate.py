@@ -5,29 +5,10 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import CLI, ROOT, run_cli
+from dummy_bundles import publish_dummy
 
 from index import bundle
 from model_export.publish import QualityGate, QualityGateError
-
-
-def publish_with_metric(root: Path, value: float) -> None:
-    fields = {
-        "training": {"kind": "pretrain"},
-        "model_config": {},
-        "embedding_dim": 4,
-        "encoder": {
-            "inputs": ["tokens"],
-            "outputs": ["user_vec"],
-            "max_sessions": 2,
-            "max_items_per_session": 2,
-        },
-        "hnsw": {},
-        "item_count": 1,
-        "metrics": {"val.hr@100": value},
-    }
-    with bundle.staging(root) as stage:
-        (stage / "encoder.onnx").write_bytes(b"x")
-        bundle.commit(root, stage, fields)
 
 
 def test_gate_compares_with_floor_and_latest_bundle(tmp_path: Path) -> None:
@@ -35,7 +16,7 @@ def test_gate_compares_with_floor_and_latest_bundle(tmp_path: Path) -> None:
     gate.check({"val.hr@100": 0.5}, tmp_path)  # no bundle yet, above the floor
     with pytest.raises(QualityGateError, match="below the floor"):
         gate.check({"val.hr@100": 0.2}, tmp_path)
-    publish_with_metric(tmp_path, 0.6)
+    publish_dummy(tmp_path, metrics={"val.hr@100": 0.6})
     gate.check({"val.hr@100": 0.58}, tmp_path)  # within 5 %
     with pytest.raises(QualityGateError, match="below bundle 1"):
         gate.check({"val.hr@100": 0.55}, tmp_path)
