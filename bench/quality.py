@@ -311,10 +311,10 @@ def _targets(entry: dict[str, Any]) -> list[str]:
         )
     best_name, best = max(entry["baselines"]["models"].items(), key=lambda kv: kv[1]["all"]["hr@100"])
     margin = nsp - best["all"]["hr@100"]
-    verdict = "beats" if margin > 0 else "does not beat"
+    verdict = "above" if margin > 0 else "below"
     lines.append(
-        f"- NSP {verdict} the best classic baseline ({best_name}, HR@100 {best['all']['hr@100']:.4f}) "
-        f"by {margin:+.4f}. Analysis: [docs/model.md](../model.md#quality)."
+        f"- NSP (HR@100 {nsp:.4f}) is {verdict} the best classic baseline ({best_name}, "
+        f"{best['all']['hr@100']:.4f}) by {abs(margin):.4f}. Analysis: [docs/model.md](../model.md#quality)."
     )
     return [*lines, ""]
 
@@ -332,7 +332,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         labels, means, errors = [], [], []
         for label, seeds in entry["runs"].items():
             values = [r["all"]["hr@100"] for r in seeds.values()]
-            labels.append(label.removeprefix("ablation: "))
+            labels.append(label)
             means.append(statistics.mean(values))
             errors.append(statistics.stdev(values) if len(values) > 1 else 0.0)
         for label, m in entry["baselines"]["models"].items():
