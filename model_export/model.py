@@ -39,9 +39,9 @@ class NSPConfig:
     rope_base: float = 100.0  # positions are session indices (≤ ~20), so a small base suffices
     temperature: float = 0.05  # softmax temperature on cosine scores in the loss
     # --- switches (ablations) ---
-    # Defaults are the variant with the best validation HR@100 at equal epochs on the demo
-    # world (docs/benchmarks/quality.md has every variant); the full TBGRecall structure is
-    # block="hstu", tsn=True, moe_experts=4, msp_horizons=3, and costs ~3x the training time.
+    # Defaults are the plain variant: the full TBGRecall structure (block="hstu", tsn=True,
+    # moe_experts=4, msp_horizons=3) costs ~3x the training time and has not measured better
+    # (docs/benchmarks/quality.md has every variant).
     context_features: bool = True  # hour/weekday/gap on context tokens (scene always)
     item_side_info: bool = True  # category/price/scene on item tokens (id + action always)
     session_mask: bool = True  # False: plain causal mask over token order
