@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from index.vocab import ITEM_OFFSET, Vocabulary
+from index.vocab import Vocabulary
 
 ACTIONS: tuple[str, ...] = ("exposure", "click", "cart", "pay")
 ACTION_CODE: dict[str, int] = {name: i + 1 for i, name in enumerate(ACTIONS)}  # 0 = none
@@ -128,13 +128,7 @@ def build_tokens(
         scene = vocab.scene_token(session.scene)
         rows.append(_context_row(position, scene, session.ts, previous_ts))
         for item_id, action in session.items[:max_items]:
-            index = vocab.item_index(item_id)
-            if index is None:
-                token, category, price = vocab.item_token(item_id), 0, 0
-            else:
-                token = index + ITEM_OFFSET
-                category = int(vocab.item_category[index])
-                price = int(vocab.item_price[index])
+            token, category, price = vocab.item_features(item_id)
             rows.append([ITEM, position, token, action, category, price, scene, 0, 0, 0])
         previous_ts = session.ts
     rows.append(_context_row(len(window), vocab.scene_token(query_scene), query_ts, previous_ts))

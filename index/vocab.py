@@ -80,9 +80,12 @@ class Vocabulary:
     def item_index(self, item_id: str) -> int | None:
         return self._item_lookup.get(item_id)
 
-    def item_token(self, item_id: str) -> int:
+    def item_features(self, item_id: str) -> tuple[int, int, int]:
+        """(item token, category token, price-bucket token); unknown items get (UNKNOWN_ITEM, 0, 0)."""
         index = self._item_lookup.get(item_id)
-        return UNKNOWN_ITEM if index is None else index + ITEM_OFFSET
+        if index is None:
+            return UNKNOWN_ITEM, 0, 0
+        return index + ITEM_OFFSET, int(self.item_category[index]), int(self.item_price[index])
 
     def scene_token(self, scene: str) -> int:
         return self._scene_lookup.get(scene, 0)

@@ -145,16 +145,7 @@ def engaged_sequence(history: Sequence[Session], vocab: Vocabulary, max_len: int
         for item_id, action in session.items:
             if action < CLICK:
                 continue
-            index = vocab.item_index(item_id)
-            token, category, price = (
-                (1, 0, 0)
-                if index is None
-                else (
-                    index + ITEM_OFFSET,
-                    int(vocab.item_category[index]),
-                    int(vocab.item_price[index]),
-                )
-            )
+            token, category, price = vocab.item_features(item_id)
             rows.append([ITEM, 0, token, action, category, price, scene, 0, 0, 0])
     rows = rows[-max_len:]
     if not rows:

@@ -1,9 +1,8 @@
 """The NSP model in the ranking harness: its user and item vectors as a ``VectorRanker``.
 
 ``model_ranker`` ranks with the trained model exactly or through a real HNSW index built from
-its item vectors (``model_export.retrieval``). The harness (``evaluate``, ``case_targets``,
-``model_export.ranking``), the metric math (``model_export.metrics``) and ``topk_exact`` are
-re-exported here for the training loop. This is the only evaluation module that needs torch.
+its item vectors (``model_export.retrieval``); the harness itself is ``model_export.ranking``.
+This is the only evaluation module that needs torch.
 """
 
 from __future__ import annotations
@@ -19,23 +18,8 @@ from index.features import build_tokens, stack_left_padded
 from index.vocab import Vocabulary
 from model_export.batches import engaged_sequence
 from model_export.data import EvalCase
-from model_export.metrics import DEFAULT_KS, hit_metrics
 from model_export.model import Encoder, NSPModel
-from model_export.ranking import case_targets, evaluate
-from model_export.retrieval import VectorRanker, topk_exact
-
-__all__ = [
-    "DEFAULT_KS",
-    "VectorRanker",
-    "case_sequence",
-    "case_targets",
-    "evaluate",
-    "hit_metrics",
-    "item_matrix",
-    "model_ranker",
-    "topk_exact",
-    "user_matrix",
-]
+from model_export.retrieval import VectorRanker
 
 
 @torch.no_grad()

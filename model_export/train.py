@@ -92,6 +92,7 @@ def batch_loss(
     negative_vecs = model.item_vectors(negatives, category[negatives], price[negatives])  # (N, D)
     kind: LossKind = "engaged" if config.objective == "autoregressive" else config.loss
     total = model.aux_loss() * config.moe_aux_weight
+    heads = torch.stack([model.user_vectors(queries, h) for h in range(len(model.user_heads))])  # (H, P, D)
     for horizon_group, weight in (
         (batch.targets.horizon == 0, 1.0),
         (batch.targets.horizon > 0, config.msp_weight),
@@ -99,9 +100,6 @@ def batch_loss(
         if not bool(horizon_group.any()):
             continue
         targets = _subset(batch.targets, horizon_group)
-        heads = torch.stack(
-            [model.user_vectors(queries, h) for h in range(len(model.user_heads))]
-        )  # (H, P, D)
         users = heads[targets.horizon, targets.query]  # (S, D)
         items = targets.items.clamp(min=0)
         item_vecs = model.item_vectors(items, category[items], price[items])  # (S, L, D)

@@ -36,12 +36,11 @@ def _data_instacart(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from model_export.data import load_dataset
-    from model_export.train import TrainConfig, train
+    from model_export.train import TrainConfig, run
 
     config = TrainConfig(epochs=args.epochs, seed=args.seed, threads=args.threads, model={"dim": args.dim})
-    dataset = load_dataset(args.data / "events.csv", args.data / "catalog.csv", args.val_days, args.test_days)
-    summary = train(dataset, config, args.out, not args.quiet)
+    events, catalog = args.data / "events.csv", args.data / "catalog.csv"
+    summary = run(events, catalog, args.out, config, not args.quiet, args.val_days, args.test_days)
     print_quality(summary)
 
 
