@@ -34,6 +34,8 @@ INDEX_FILE = "items.hnsw"
 POPULARITY_FILE = "popularity.json"
 PROBE_FILE = "probe.npz"
 STAGING_PREFIX = ".staging-"
+SERVING_DIR = ".serving"  # <root>/.serving/<instance>.json: what each live service instance serves
+SERVING_RECORD_MAX_AGE_S = 600.0
 
 
 class BundleError(Exception):
@@ -42,7 +44,9 @@ class BundleError(Exception):
 
 class TrainingRound(BaseModel):
     kind: Literal["pretrain", "incremental"] = "pretrain"
+    round: int | None = None  # incremental round number (1, 2, …)
     bucket: int | None = None
+    n_buckets: int | None = None
     data_start_ts: int | None = None
     data_end_ts: int | None = None
 
@@ -143,6 +147,10 @@ def now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
+def now_timestamp() -> float:
+    return dt.datetime.now(dt.UTC).timestamp()
+
+
 @contextmanager
 def staging(root: Path) -> Iterator[Path]:
     """A private staging directory under ``root``; removed if the block raises."""
@@ -187,3 +195,40 @@ def commit(root: Path, stage: Path, manifest_fields: dict[str, Any], version: in
     _fsync_dir(root)
     log.info("published bundle %s at %s", version, target)
     return target
+
+
+def serving_versions(
+    root: Path, max_age_s: float = SERVING_RECORD_MAX_AGE_S, now: float | None = None
+) -> set[int]:
+    """Versions named by a serving record (``<root>/.serving/*.json``, ``{"version": int,
+    "updated": unix seconds, …}``) refreshed within ``max_age_s``. Service instances write and
+    refresh their record; an unreadable record is ignored."""
+    now = now_timestamp() if now is None else now
+    versions = set()
+    directory = root / SERVING_DIR
+    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        try:
+            record = json.loads(path.read_text())
+            version, updated = int(record["version"]), float(record["updated"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("ignoring serving record %s: %s", path, exc)
+            continue
+        if now - updated <= max_age_s:
+            versions.add(version)
+    return versions
+
+
+def prune(root: Path, keep: int, protect: set[int] | None = None) -> list[int]:
+    """Delete all but the newest ``keep`` versions, never one in ``protect`` or in a fresh
+    serving record; returns the versions deleted. The manifest goes first, so a reader never
+    sees a half-deleted bundle as complete."""
+    if keep < 1:
+        raise ValueError("keep must be at least 1")
+    protected = set(protect or ()) | serving_versions(root)
+    doomed = [v for v in list_versions(root)[:-keep] if v not in protected]
+    for version in doomed:
+        directory = root / str(version)
+        (directory / MANIFEST).unlink(missing_ok=True)
+        shutil.rmtree(directory, ignore_errors=True)
+        log.info("pruned bundle %d", version)
+    return doomed

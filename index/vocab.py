@@ -65,6 +65,43 @@ class Vocabulary:
             price_edges=edges,
         )
 
+    def extended(
+        self,
+        item_ids: Sequence[str],
+        categories: Sequence[str],
+        prices: Sequence[float],
+        scenes: Sequence[str],
+    ) -> Vocabulary:
+        """This vocabulary plus the catalog rows and scenes it does not know yet (a new round).
+
+        Every known item, category and scene keeps its index and token, so a model trained on
+        this vocabulary stays valid for them; new ones are appended. Prices of new items are
+        bucketed with this vocabulary's edges.
+        """
+        known = self._item_lookup
+        fresh = [i for i, item in enumerate(item_ids) if str(item) not in known]
+        new_categories = sorted({categories[i] for i in fresh} - set(self.categories))
+        all_categories = self.categories + new_categories
+        category_token = {name: i + 1 for i, name in enumerate(all_categories)}
+        fresh_prices = np.asarray([prices[i] for i in fresh], dtype=np.float64)
+        return Vocabulary(
+            item_ids=np.concatenate(
+                [self.item_ids, np.asarray([str(item_ids[i]) for i in fresh], dtype=str)]
+            ),
+            item_category=np.concatenate(
+                [self.item_category, np.asarray([category_token[categories[i]] for i in fresh], np.int64)]
+            ),
+            item_price=np.concatenate(
+                [
+                    self.item_price,
+                    np.searchsorted(self.price_edges, fresh_prices, side="right").astype(np.int64) + 1,
+                ]
+            ),
+            categories=all_categories,
+            scenes=self.scenes + sorted(set(scenes) - set(self.scenes)),
+            price_edges=list(self.price_edges),
+        )
+
     @property
     def n_items(self) -> int:
         return len(self.item_ids)

@@ -70,11 +70,12 @@ def read_events(path: Path) -> pd.DataFrame:
     return frame[EVENT_COLUMNS]
 
 
-def read_catalog(path: Path, scenes: list[str]) -> Vocabulary:
+def read_catalog(path: Path, scenes: list[str], base: Vocabulary | None = None) -> Vocabulary:
+    """The catalog's vocabulary; with ``base``, ``base`` extended by the items and scenes it lacks
+    (an incremental round keeps the indices its model was trained with)."""
     catalog = pd.read_csv(path, dtype={"item_id": str, "category": str})
-    return Vocabulary.build(
-        catalog["item_id"].tolist(), catalog["category"].tolist(), catalog["price"].tolist(), scenes
-    )
+    columns = (catalog["item_id"].tolist(), catalog["category"].tolist(), catalog["price"].tolist(), scenes)
+    return Vocabulary.build(*columns) if base is None else base.extended(*columns)
 
 
 def iter_user_events(frame: pd.DataFrame) -> Iterator[tuple[str, list[Event]]]:
@@ -122,9 +123,10 @@ def load_dataset(
     val_days: int = 1,
     test_days: int = 1,
     popularity_top: int = 2000,
+    base_vocab: Vocabulary | None = None,
 ) -> Dataset:
     frame = read_events(events_path)
-    vocab = read_catalog(catalog_path, sorted(frame["scene"].unique().tolist()))
+    vocab = read_catalog(catalog_path, sorted(frame["scene"].unique().tolist()), base_vocab)
     data_start, data_end = int(frame["ts"].min()), int(frame["ts"].max()) + 1
     test_start = data_end - test_days * DAY
     val_start = test_start - val_days * DAY

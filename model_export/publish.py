@@ -147,8 +147,11 @@ def publish(
         fields = {
             "parent_version": parent,
             "training": {
-                "kind": "pretrain",
-                "data_start_ts": data["data_start_ts"],
+                "kind": data.get("kind", "pretrain"),
+                "round": data.get("round"),
+                "bucket": data.get("bucket"),
+                "n_buckets": data.get("n_buckets"),
+                "data_start_ts": data.get("window_start_ts", data["data_start_ts"]),
                 "data_end_ts": data["val_start_ts"],
             },
             "model_config": checkpoint["model_config"],

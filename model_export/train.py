@@ -21,11 +21,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from index.features import MAX_ITEMS_PER_SESSION, MAX_SESSIONS
+from index.features import MAX_ITEMS_PER_SESSION, MAX_SESSIONS, Session
 from index.vocab import Vocabulary
 from model_export.baselines import fit_baselines
 from model_export.batches import Batch, TargetSet, make_ar_batch, make_nsp_batch
-from model_export.data import Dataset, EvalCase, load_dataset
+from model_export.data import DAY, Dataset, EvalCase, load_dataset
 from model_export.evaluate import model_ranker
 from model_export.losses import LossKind, target_loss
 from model_export.model import NSPConfig, NSPModel
@@ -66,6 +66,10 @@ class TrainConfig:
     ar_max_len: int = 100  # engaged items in an autoregressive sequence
     seed: int = 0
     threads: int = 2
+    # Target sessions only from the last ``window_days`` before validation (older sessions
+    # remain context): pretraining on a limited recent window, and every PIT round.
+    window_days: int | None = None
+    baselines: bool = True  # also judge the classic baselines on the test split
     model: dict[str, Any] = field(default_factory=dict)  # overrides of NSPConfig defaults
 
 
@@ -152,17 +156,47 @@ def build_model(vocab: Vocabulary, config: TrainConfig) -> NSPModel:
     )
 
 
+class NoTrainingData(ValueError):
+    """No training user has a target session in the window."""
+
+
+def training_examples(
+    dataset: Dataset, window_days: int | None
+) -> tuple[list[list[Session]], list[int], int]:
+    """(histories, lowest target position per history, window start ts): every training user
+    with a target session inside the window; earlier sessions stay as context."""
+    start = dataset.data_start if window_days is None else dataset.val_start - window_days * DAY
+    histories, lowest = [], []
+    for sessions in dataset.train.values():
+        first = next((p for p, s in enumerate(sessions) if s.ts >= start), len(sessions))
+        if max(first, 1) < len(sessions):
+            histories.append(sessions)
+            lowest.append(max(first, 1))
+    return histories, lowest, start
+
+
 def train(
-    dataset: Dataset, config: TrainConfig, out_dir: Path, progress: bool = True
+    dataset: Dataset,
+    config: TrainConfig,
+    out_dir: Path,
+    progress: bool = True,
+    start: NSPModel | None = None,
+    round_info: dict[str, Any] | None = None,
 ) -> dict[str, dict[str, float]]:
+    """Train (from ``start`` when given: an incremental round) and write the run directory.
+
+    ``round_info`` (``kind``, ``bucket``) goes into the checkpoint for the bundle manifest.
+    """
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
     rng = np.random.default_rng(config.seed)
     vocab = dataset.vocab
-    model = build_model(vocab, config)
+    model = start if start is not None else build_model(vocab, config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     vocab_tensors = (torch.from_numpy(vocab.item_category), torch.from_numpy(vocab.item_price))
-    histories = [s for s in dataset.train.values() if len(s) >= 2]
+    histories, lowest, window_start = training_examples(dataset, config.window_days)
+    if not histories:
+        raise NoTrainingData("no training user has a target session in the window")
     horizons = model.config.msp_horizons
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -175,9 +209,10 @@ def train(
         steps = range(0, len(order), config.batch_size)
         bar = tqdm(steps, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
         losses = []
-        for start in bar:
-            chosen = [histories[i] for i in order[start : start + config.batch_size]]
-            ends = [int(rng.integers(1, len(h))) for h in chosen]
+        for offset in bar:
+            picked = order[offset : offset + config.batch_size]
+            chosen = [histories[i] for i in picked]
+            ends = [int(rng.integers(lowest[i], len(histories[i]))) for i in picked]
             if config.objective == "autoregressive":
                 batch = make_ar_batch(chosen, ends, vocab, config.ar_max_len)
             else:
@@ -201,11 +236,13 @@ def train(
     train_seconds = time.monotonic() - started
     results = {
         "val": evaluate_cases(model, dataset.val, vocab, config),
-        "test": evaluate_cases(model, dataset.test, vocab, config),
     }
-    # The same harness and split for the baselines a user would otherwise pick.
-    for name, ranker in fit_baselines(dataset.train, vocab).items():
-        results[BASELINE_KEYS[name]] = evaluate(ranker, dataset.test, vocab, EVAL_KS)
+    if dataset.test:
+        results["test"] = evaluate_cases(model, dataset.test, vocab, config)
+    if dataset.test and config.baselines:
+        # The same harness and split for the baselines a user would otherwise pick.
+        for name, ranker in fit_baselines(dataset.train, vocab).items():
+            results[BASELINE_KEYS[name]] = evaluate(ranker, dataset.test, vocab, EVAL_KS)
     torch.save(
         {
             "model_config": model.config.to_dict(),
@@ -213,6 +250,9 @@ def train(
             "state_dict": model.state_dict(),
             "best_epoch": best["epoch"],
             "data": {
+                "kind": "pretrain",
+                **(round_info or {}),
+                "window_start_ts": window_start,
                 "data_start_ts": dataset.data_start,
                 "val_start_ts": dataset.val_start,
                 "test_start_ts": dataset.test_start,

@@ -15,6 +15,7 @@ from typing import Any
 
 DEMO_DIR = Path("var/demo")
 DEFAULT_BUNDLES = Path("var/bundles")
+DEFAULT_STATE = Path("var/pit")
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -38,7 +39,13 @@ def _data_instacart(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> None:
     from model_export.train import TrainConfig, run
 
-    config = TrainConfig(epochs=args.epochs, seed=args.seed, threads=args.threads, model={"dim": args.dim})
+    config = TrainConfig(
+        epochs=args.epochs,
+        seed=args.seed,
+        threads=args.threads,
+        window_days=args.window_days,
+        model={"dim": args.dim},
+    )
     events, catalog = args.data / "events.csv", args.data / "catalog.csv"
     summary = run(events, catalog, args.out, config, not args.quiet, args.val_days, args.test_days)
     print_quality(summary)
@@ -61,15 +68,69 @@ def print_quality(summary: dict[str, Any]) -> None:
         )
 
 
-def _publish(args: argparse.Namespace) -> None:
-    from model_export.publish import QualityGate, QualityGateError, publish
+def _gate(args: argparse.Namespace) -> Any:
+    from model_export.publish import QualityGate
 
-    gate = QualityGate(floor=args.min_hr100, max_drop=args.max_drop, force=args.force)
+    return QualityGate(floor=args.min_hr100, max_drop=args.max_drop, force=args.force)
+
+
+def _publish(args: argparse.Namespace) -> None:
+    from model_export.publish import QualityGateError, publish
+
+    gate = _gate(args)
     try:
         path = publish(args.run, args.bundles, gate=gate)
     except QualityGateError as exc:
         raise SystemExit(f"not published: {exc}") from exc
     print(json.dumps({"published": str(path)}))
+
+
+def _round_config(args: argparse.Namespace) -> Any:
+    from model_export.incremental import RoundConfig
+
+    return RoundConfig(
+        n_buckets=args.buckets,
+        window_days=args.window_days,
+        epochs=args.epochs,
+        val_days=args.val_days,
+        keep=args.keep,
+        seed=args.seed,
+        threads=args.threads,
+    )
+
+
+def _one_round(args: argparse.Namespace) -> dict[str, Any]:
+    from model_export.incremental import STATE_FILE, init_state, run_round
+
+    config = _round_config(args)
+    if not (args.state / STATE_FILE).exists():
+        if args.init_run is None:
+            raise SystemExit(f"{args.state} has no PIT state yet: pass --init-run <pretraining run>")
+        init_state(args.state, args.init_run, config)
+    events, catalog = args.data / "events.csv", args.data / "catalog.csv"
+    result = run_round(events, catalog, args.state, args.bundles, config, _gate(args), not args.quiet)
+    line = result.to_dict()
+    print(json.dumps(line), flush=True)
+    return line
+
+
+def _round(args: argparse.Namespace) -> None:
+    if _one_round(args)["version"] is None:
+        raise SystemExit(1)
+
+
+def _rounds(args: argparse.Namespace) -> None:
+    """Round after round, one every ``--every`` seconds (start to start), ``--count`` times
+    (0 = until stopped); a refused round is logged and the loop goes on."""
+    import time
+
+    done = 0
+    while args.count == 0 or done < args.count:
+        started = time.monotonic()
+        _one_round(args)
+        done += 1
+        if args.count == 0 or done < args.count:
+            time.sleep(max(0.0, args.every - (time.monotonic() - started)))
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -90,6 +151,17 @@ def _demo(args: argparse.Namespace) -> None:
     from nsprecall.demo import run_demo
 
     run_demo(args.demo_dir, args.bundles or DEFAULT_BUNDLES, port=args.port or 8000)
+
+
+def _add_gate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--min-hr100", type=float, default=0.0, help="refuse below this validation HR@100")
+    p.add_argument(
+        "--max-drop",
+        type=float,
+        default=0.05,
+        help="refuse if validation HR@100 is this much (relative) below the latest",
+    )
+    p.add_argument("--force", action="store_true", help="publish even if the quality gate refuses")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,21 +194,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--val-days", type=int, default=1, help="days before the test period; select the epoch")
     p.add_argument("--test-days", type=int, default=1, help="days at the end of the log held out as test")
+    p.add_argument(
+        "--window-days", type=int, default=None, help="pretrain on the last N days (older: context)"
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("publish", help="export a run as the next bundle version")
     p.add_argument("--run", type=Path, required=True)
     p.add_argument("--bundles", type=Path, default=DEFAULT_BUNDLES)
-    p.add_argument("--min-hr100", type=float, default=0.0, help="refuse below this validation HR@100")
-    p.add_argument(
-        "--max-drop",
-        type=float,
-        default=0.05,
-        help="refuse if validation HR@100 is this much (relative) below the latest",
-    )
-    p.add_argument("--force", action="store_true", help="publish even if the quality gate refuses")
+    _add_gate_arguments(p)
     p.set_defaults(func=_publish)
+
+    for name, func, help_text in (
+        ("round", _round, "one PIT round: train one bucket's recent days, gate, publish the next bundle"),
+        ("rounds", _rounds, "PIT rounds on a schedule (--every seconds)"),
+    ):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--data", type=Path, required=True, help="directory with events.csv and catalog.csv")
+        p.add_argument("--state", type=Path, default=DEFAULT_STATE, help="PIT state directory")
+        p.add_argument("--init-run", type=Path, default=None, help="pretraining run to start from")
+        p.add_argument("--bundles", type=Path, default=DEFAULT_BUNDLES)
+        p.add_argument("--buckets", type=int, default=10)
+        p.add_argument("--window-days", type=int, default=10)
+        p.add_argument("--epochs", type=int, default=1)
+        p.add_argument("--val-days", type=int, default=1, help="newest days held out for the quality gate")
+        p.add_argument("--keep", type=int, default=5, help="bundles and round runs retained")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--threads", type=int, default=2)
+        p.add_argument("--quiet", action="store_true")
+        _add_gate_arguments(p)
+        if name == "rounds":
+            p.add_argument("--every", type=float, required=True, help="seconds between round starts")
+            p.add_argument("--count", type=int, default=0, help="stop after this many rounds (0: never)")
+        p.set_defaults(func=func)
 
     for name, func, help_text in (
         ("serve", _serve, "serve /v1/recall (settings from NSP_* environment variables)"),

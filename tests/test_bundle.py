@@ -56,3 +56,29 @@ def test_failed_publish_leaves_nothing(tmp_path: Path) -> None:
         (stage / "encoder.onnx").write_bytes(b"x")
         raise RuntimeError("export failed")
     assert list(tmp_path.iterdir()) == []
+
+
+def _serving_record(root: Path, name: str, version: int, updated: float) -> None:
+    (root / bundle.SERVING_DIR).mkdir(exist_ok=True)
+    record = {"version": version, "pinned": False, "updated": updated}
+    (root / bundle.SERVING_DIR / f"{name}.json").write_text(json.dumps(record))
+
+
+def test_prune_keeps_the_newest_and_every_version_a_live_instance_serves(tmp_path: Path) -> None:
+    for _ in range(6):
+        publish_dummy(tmp_path)
+    now = bundle.now_timestamp()
+    _serving_record(tmp_path, "pod-a", 2, now)  # rolled back to 2: must survive
+    _serving_record(tmp_path, "pod-gone", 1, now - 2 * bundle.SERVING_RECORD_MAX_AGE_S)  # stale
+    (tmp_path / bundle.SERVING_DIR / "junk.json").write_text("{not json")
+    deleted = bundle.prune(tmp_path, keep=2, protect={3})
+    assert deleted == [1, 4]
+    assert bundle.list_versions(tmp_path) == [2, 3, 5, 6]
+    assert not (tmp_path / "1").exists()
+
+
+def test_prune_keeps_at_least_one(tmp_path: Path) -> None:
+    publish_dummy(tmp_path)
+    with pytest.raises(ValueError, match="at least 1"):
+        bundle.prune(tmp_path, keep=0)
+    assert bundle.prune(tmp_path, keep=1) == []
