@@ -70,10 +70,13 @@ def read_events(path: Path) -> pd.DataFrame:
     return frame[EVENT_COLUMNS]
 
 
-def read_catalog(path: Path, scenes: list[str], base: Vocabulary | None = None) -> Vocabulary:
+def read_catalog(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"item_id": str, "category": str})
+
+
+def catalog_vocab(catalog: pd.DataFrame, scenes: list[str], base: Vocabulary | None = None) -> Vocabulary:
     """The catalog's vocabulary; with ``base``, ``base`` extended by the items and scenes it lacks
     (an incremental round keeps the indices its model was trained with)."""
-    catalog = pd.read_csv(path, dtype={"item_id": str, "category": str})
     columns = (catalog["item_id"].tolist(), catalog["category"].tolist(), catalog["price"].tolist(), scenes)
     return Vocabulary.build(*columns) if base is None else base.extended(*columns)
 
@@ -125,9 +128,25 @@ def load_dataset(
     popularity_top: int = 2000,
     base_vocab: Vocabulary | None = None,
 ) -> Dataset:
-    frame = read_events(events_path)
-    vocab = read_catalog(catalog_path, sorted(frame["scene"].unique().tolist()), base_vocab)
-    data_start, data_end = int(frame["ts"].min()), int(frame["ts"].max()) + 1
+    return build_dataset(
+        read_events(events_path), read_catalog(catalog_path), val_days, test_days, popularity_top, base_vocab
+    )
+
+
+def build_dataset(
+    frame: pd.DataFrame,
+    catalog: pd.DataFrame,
+    val_days: int = 1,
+    test_days: int = 1,
+    popularity_top: int = 2000,
+    base_vocab: Vocabulary | None = None,
+    end_ts: int | None = None,
+) -> Dataset:
+    """``load_dataset`` on frames; ``end_ts`` (default: just after the last event) is where
+    the test period ends."""
+    vocab = catalog_vocab(catalog, sorted(frame["scene"].unique().tolist()), base_vocab)
+    data_start = int(frame["ts"].min())
+    data_end = int(frame["ts"].max()) + 1 if end_ts is None else end_ts
     test_start = data_end - test_days * DAY
     val_start = test_start - val_days * DAY
     train: dict[str, list[Session]] = {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -19,6 +20,9 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from index.features import MAX_ITEMS_PER_SESSION, MAX_SESSIONS, Session
@@ -27,7 +31,7 @@ from model_export.baselines import fit_baselines
 from model_export.batches import Batch, TargetSet, make_ar_batch, make_nsp_batch
 from model_export.data import DAY, Dataset, EvalCase, load_dataset
 from model_export.evaluate import model_ranker
-from model_export.losses import LossKind, target_loss
+from model_export.losses import CountReduce, LossKind, target_loss
 from model_export.model import NSPConfig, NSPModel
 from model_export.ranking import evaluate
 from model_export.retrieval import VectorRanker
@@ -83,14 +87,59 @@ def _subset(targets: TargetSet, keep: torch.Tensor) -> TargetSet:
     )
 
 
+@dataclass(frozen=True)
+class Parallel:
+    """This process's place under ``torchrun`` (data parallel over gloo); rank 0 of 1 alone.
+
+    Every process draws the same batches and negatives (same seed) and trains on its shard
+    (every ``world``-th history) of each batch; loss denominators are summed over processes
+    and each process's loss is scaled by ``world``, so DDP's gradient average is exactly the
+    single-process gradient (up to float summation order). Exceptions: dropout masks and the
+    MoE balance loss are per shard.
+    """
+
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def from_env(cls) -> Parallel:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world == 1:
+            return cls()
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+        return cls(dist.get_rank(), world)
+
+    def count_reduce(self) -> CountReduce | None:
+        if self.world == 1:
+            return None
+
+        def reduce(counts: torch.Tensor) -> torch.Tensor:
+            counts = counts.clone()
+            dist.all_reduce(counts)
+            return counts
+
+        return reduce
+
+    def total(self, value: int) -> int:
+        """``value`` summed over processes."""
+        reduce = self.count_reduce()
+        return value if reduce is None else int(reduce(torch.tensor([value]))[0])
+
+
+SINGLE = Parallel()
+
+
 def batch_loss(
     model: NSPModel,
     batch: Batch,
     config: TrainConfig,
     vocab_tensors: tuple[torch.Tensor, torch.Tensor],
     negatives: torch.Tensor,
+    parallel: Parallel = SINGLE,
 ) -> torch.Tensor:
     category, price = vocab_tensors
+    count_reduce = parallel.count_reduce()
     hidden = model(batch.tokens)  # (B, T, D)
     queries = hidden.reshape(-1, hidden.shape[-1])[batch.query_rows]  # (P, D)
     negative_vecs = model.item_vectors(negatives, category[negatives], price[negatives])  # (N, D)
@@ -101,8 +150,7 @@ def batch_loss(
         (batch.targets.horizon == 0, 1.0),
         (batch.targets.horizon > 0, config.msp_weight),
     ):
-        if not bool(horizon_group.any()):
-            continue
+        # Computed even when empty (a zero term): every process must make the same reductions.
         targets = _subset(batch.targets, horizon_group)
         users = heads[targets.horizon, targets.query]  # (S, D)
         items = targets.items.clamp(min=0)
@@ -116,9 +164,31 @@ def batch_loss(
             model.config.temperature,
             kind,
             config.scene_norm,
+            model.config.n_scene_tokens,
+            count_reduce,
         )
-        total = total + weight * term
+        total = total + weight * parallel.world * term
     return total
+
+
+class _BatchLoss(nn.Module):
+    """``batch_loss`` as a module's forward, so ``DistributedDataParallel`` can wrap it."""
+
+    def __init__(
+        self,
+        model: NSPModel,
+        config: TrainConfig,
+        vocab_tensors: tuple[torch.Tensor, torch.Tensor],
+        parallel: Parallel,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.config = config
+        self.vocab_tensors = vocab_tensors
+        self.parallel = parallel
+
+    def forward(self, batch: Batch, negatives: torch.Tensor) -> torch.Tensor:
+        return batch_loss(self.model, batch, self.config, self.vocab_tensors, negatives, self.parallel)
 
 
 def model_ranker_for(model: NSPModel, config: TrainConfig, vocab: Vocabulary) -> VectorRanker:
@@ -187,13 +257,18 @@ def train(
 
     ``round_info`` (``kind``, ``bucket``) goes into the checkpoint for the bundle manifest.
     """
+    parallel = Parallel.from_env()
     torch.manual_seed(config.seed)
-    torch.set_num_threads(config.threads)
+    torch.set_num_threads(max(1, config.threads // parallel.world))
     rng = np.random.default_rng(config.seed)
     vocab = dataset.vocab
     model = start if start is not None else build_model(vocab, config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     vocab_tensors = (torch.from_numpy(vocab.item_category), torch.from_numpy(vocab.item_price))
+    step: nn.Module = _BatchLoss(model, config, vocab_tensors, parallel)
+    if parallel.world > 1:
+        step = DistributedDataParallel(step, find_unused_parameters=True)
+    progress = progress and parallel.rank == 0
     histories, lowest, window_start = training_examples(dataset, config.window_days)
     if not histories:
         raise NoTrainingData("no training user has a target session in the window")
@@ -211,32 +286,39 @@ def train(
         losses = []
         for offset in bar:
             picked = order[offset : offset + config.batch_size]
-            chosen = [histories[i] for i in picked]
             ends = [int(rng.integers(lowest[i], len(histories[i]))) for i in picked]
+            if len(picked) < parallel.world:
+                continue  # a last batch too small to give every process a shard (never alone)
+            shard = slice(parallel.rank, None, parallel.world)
+            chosen, ends = [histories[i] for i in picked[shard]], ends[shard]
             if config.objective == "autoregressive":
                 batch = make_ar_batch(chosen, ends, vocab, config.ar_max_len)
             else:
                 batch = make_nsp_batch(chosen, ends, vocab, config.max_sessions, config.max_items, horizons)
-            if len(batch.targets.query) == 0:
+            if parallel.total(len(batch.targets.query)) == 0:
                 continue
             negatives = torch.from_numpy(rng.integers(0, vocab.n_items, config.n_negatives))
-            loss = batch_loss(model, batch, config, vocab_tensors, negatives)
+            loss = step(batch, negatives)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
-        val = evaluate_cases(model, dataset.val, vocab, config)
+        if parallel.rank != 0:
+            continue  # rank 0 alone selects, evaluates and writes the run
+        # Without validation cases there is nothing to select on: the last epoch is kept.
+        val = evaluate_cases(model, dataset.val, vocab, config) if dataset.val else {}
         log.info("epoch %d: loss %.4f  val %s", epoch + 1, float(np.mean(losses or [0.0])), _fmt(val))
-        if val[SELECT_METRIC] > best["score"]:
-            best = {"score": val[SELECT_METRIC], "epoch": epoch + 1, "state": _copy_state(model)}
+        score = val[SELECT_METRIC] if val else float(epoch)
+        if score > best["score"]:
+            best = {"score": score, "epoch": epoch + 1, "state": _copy_state(model)}
 
+    if parallel.rank != 0:
+        return {}
     model.load_state_dict(best["state"])
     train_seconds = time.monotonic() - started
-    results = {
-        "val": evaluate_cases(model, dataset.val, vocab, config),
-    }
+    results = {"val": evaluate_cases(model, dataset.val, vocab, config) if dataset.val else {}}
     if dataset.test:
         results["test"] = evaluate_cases(model, dataset.test, vocab, config)
     if dataset.test and config.baselines:

@@ -44,11 +44,12 @@ def _train(args: argparse.Namespace) -> None:
         seed=args.seed,
         threads=args.threads,
         window_days=args.window_days,
-        model={"dim": args.dim},
+        model={"dim": args.dim, "dropout": args.dropout},
     )
     events, catalog = args.data / "events.csv", args.data / "catalog.csv"
     summary = run(events, catalog, args.out, config, not args.quiet, args.val_days, args.test_days)
-    print_quality(summary)
+    if summary:  # under torchrun only rank 0 evaluates and writes the run
+        print_quality(summary)
 
 
 def print_quality(summary: dict[str, Any]) -> None:
@@ -190,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="run directory to write")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--val-days", type=int, default=1, help="days before the test period; select the epoch")

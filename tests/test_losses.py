@@ -1,5 +1,6 @@
 """The training objectives: targets per horizon, cascade terms and per-scene normalisation."""
 
+import pytest
 import torch
 
 from index.features import Session
@@ -85,3 +86,25 @@ def test_cascade_prefers_clicked_over_exposed_and_paid_over_clicked() -> None:
         True,
     )
     assert engaged.item() < ordered  # the engaged loss has one term, the cascade three
+
+
+@pytest.mark.parametrize("normalise", [False, True])
+def test_shards_with_reduced_counts_add_up_to_the_whole_batch(normalise: bool) -> None:
+    """What data-parallel training relies on: each process's shard mean, with the batch's
+    denominators, sums to the single-process mean."""
+    losses = torch.tensor([1.0, 2.0, 4.0, 8.0, 16.0])
+    scenes = torch.tensor([1, 1, 2, 1, 2])
+    shards = [slice(0, None, 2), slice(1, None, 2)]
+
+    def counts(shard: slice) -> torch.Tensor:
+        groups = scenes[shard] if normalise else torch.zeros_like(scenes[shard])
+        return torch.zeros(3 if normalise else 1).index_add(0, groups, torch.ones(len(groups)))
+
+    total_counts = counts(shards[0]) + counts(shards[1])
+    parts = [
+        scene_mean(losses[s], scenes[s], normalise, n_scenes=3, count_reduce=lambda _: total_counts)
+        for s in shards
+    ]
+    whole = scene_mean(losses, scenes, normalise)
+    assert torch.isclose(parts[0] + parts[1], whole)
+    assert not torch.isclose(scene_mean(losses[shards[0]], scenes[shards[0]], normalise) * 2, whole)
