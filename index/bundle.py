@@ -36,6 +36,7 @@ PROBE_FILE = "probe.npz"
 STAGING_PREFIX = ".staging-"
 SERVING_DIR = ".serving"  # <root>/.serving/<instance>.json: what each live service instance serves
 SERVING_RECORD_MAX_AGE_S = 600.0
+STALE_STAGING_S = 6 * 3600.0
 
 
 class BundleError(Exception):
@@ -231,4 +232,9 @@ def prune(root: Path, keep: int, protect: set[int] | None = None) -> list[int]:
         (directory / MANIFEST).unlink(missing_ok=True)
         shutil.rmtree(directory, ignore_errors=True)
         log.info("pruned bundle %d", version)
+    # Staging directories left by a publisher that crashed (a live one is younger than this).
+    for stale in root.glob(f"{STAGING_PREFIX}*"):
+        if now_timestamp() - stale.stat().st_mtime > STALE_STAGING_S:
+            shutil.rmtree(stale, ignore_errors=True)
+            log.info("removed stale staging directory %s", stale.name)
     return doomed

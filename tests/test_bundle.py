@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -71,7 +72,13 @@ def test_prune_keeps_the_newest_and_every_version_a_live_instance_serves(tmp_pat
     _serving_record(tmp_path, "pod-a", 2, now)  # rolled back to 2: must survive
     _serving_record(tmp_path, "pod-gone", 1, now - 2 * bundle.SERVING_RECORD_MAX_AGE_S)  # stale
     (tmp_path / bundle.SERVING_DIR / "junk.json").write_text("{not json")
+    stale, fresh = tmp_path / ".staging-1-1", tmp_path / ".staging-2-2"
+    stale.mkdir()
+    fresh.mkdir()
+    old = now - bundle.STALE_STAGING_S - 60
+    os.utime(stale, (old, old))
     deleted = bundle.prune(tmp_path, keep=2, protect={3})
+    assert not stale.exists() and fresh.exists()  # a crashed publisher's leftovers only
     assert deleted == [1, 4]
     assert bundle.list_versions(tmp_path) == [2, 3, 5, 6]
     assert not (tmp_path / "1").exists()
