@@ -20,7 +20,9 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 Stage = Literal["session_fetch", "encode", "ann", "postprocess"]
 FallbackReason = Literal["no_history", "store_unavailable"]
+AdminAction = Literal["reload", "rollback", "pin", "unpin"]
 STAGES: tuple[Stage, ...] = ("session_fetch", "encode", "ann", "postprocess")
+ADMIN_ACTIONS: tuple[AdminAction, ...] = ("reload", "rollback", "pin", "unpin")
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
 )  # fmt: skip
@@ -56,6 +58,20 @@ class Metrics:
         self.bundle_load_failures = Counter(
             "nsp_bundle_load_failures", "Bundle versions that failed to load or validate.", registry=r
         )
+        self.bundle_pinned = Gauge(
+            "nsp_bundle_pinned", "1 while an operator pins the served version, else 0.", registry=r
+        )
+        self.serving_record_failures = Counter(
+            "nsp_serving_record_write_failures",
+            "Writes of this instance's serving record (read by bundle pruning) that failed.",
+            registry=r,
+        )
+        self.admin_actions = Counter(
+            "nsp_admin_actions",
+            "Admin actions by action and outcome (ok, failed).",
+            ["action", "outcome"],
+            registry=r,
+        )
         self.store_errors = Counter(
             "nsp_session_store_errors", "Session-store calls that failed.", ["operation"], registry=r
         )
@@ -77,6 +93,9 @@ class Metrics:
             self.fallbacks.labels(reason=reason)
         for operation in ("append", "recent"):
             self.store_errors.labels(operation=operation)
+        for action in ADMIN_ACTIONS:
+            for outcome in ("ok", "failed"):
+                self.admin_actions.labels(action=action, outcome=outcome)
 
     @contextmanager
     def stage(self, stage: Stage) -> Iterator[None]:

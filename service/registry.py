@@ -1,19 +1,34 @@
 """Which bundle is served: the registry holds it, the watcher keeps it up to date.
 
-Numbered version directories, the newest complete one wins (Triton POLL mode). A new bundle
-is loaded and validated *before* it replaces the current one, by swapping a single reference;
+Numbered version directories, the newest complete one wins (Triton POLL mode), unless an
+operator pins a version (``pin``, ``rollback``); the pin holds until ``unpin``. A bundle is
+loaded and validated *before* it replaces the current one, by swapping a single reference;
 requests hold the handle they took from ``current()``, so in-flight requests finish on the
 bundle they started with and the old one is freed when the last of them drops it. A version
-that fails to load is logged, counted and retried only with exponential back-off, while the
-current bundle keeps serving.
+that fails to load is logged, counted and retried by the watcher only with exponential
+back-off, while the current bundle keeps serving; an operator's explicit reload or pin tries
+it at once.
+
+Memory: the registry keeps at most two bundles alive, the served one and the one loading.
+Loads are serialised by one lock, a candidate that fails is dropped before the next is tried,
+and no old bundle is cached: a rollback loads the older version from disk again. (A request
+still running on the previous bundle holds it for the few milliseconds it needs.) glibc keeps
+a freed bundle's memory in its arenas, so RSS would stay at two bundles after a swap; the first
+poll after a swap or failed load hands it back to the OS (``malloc_trim``).
+
+Every state change, and every watcher poll as a heartbeat, rewrites this instance's serving
+record (``service.serving_record``) so that pruning never deletes the version it serves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -23,10 +38,43 @@ from pathlib import Path
 from index.bundle import list_versions
 from service.metrics import Metrics
 from service.runtime import Bundle
+from service.serving_record import ServingRecord
 
 log = logging.getLogger(__name__)
 
 Loader = Callable[[Path], Bundle]
+
+
+class UnknownVersion(Exception):
+    """The requested version is not a complete bundle under the bundle root."""
+
+
+class BundleLoadFailed(Exception):
+    """The requested version failed to load or validate; the served bundle is unchanged."""
+
+
+class NothingToRollBack(Exception):
+    """No bundle is served, or no version older than the served one exists."""
+
+
+class BundleRootUnavailable(Exception):
+    """The bundle root cannot be listed."""
+
+
+@dataclass(frozen=True)
+class FailedVersion:
+    version: int
+    attempts: int
+    retry_in_s: float | None  # None: never retried by the watcher (the directory is mislabelled)
+
+
+@dataclass(frozen=True)
+class RegistryState:
+    version: int | None  # served now; None before the first successful load
+    pinned: bool
+    previous_version: int | None  # served before the current one, the first rollback target
+    versions: list[int]  # complete versions under the root, ascending
+    failed: list[FailedVersion]
 
 
 @dataclass
@@ -36,11 +84,12 @@ class _Failure:
 
 
 class BundleRegistry:
-    """Holds the served bundle. ``current()`` is safe from any thread; ``refresh()`` runs on
-    the event loop and is serialised (concurrent calls wait for each other).
+    """Holds the served bundle. ``current()`` is safe from any thread; the async methods run on
+    the event loop and are serialised (concurrent calls wait for each other).
 
     ``loader(directory)`` must return a ready bundle or raise; it runs in ``executor``
-    (default: ``asyncio.to_thread``) so loading never blocks the event loop.
+    (default: ``asyncio.to_thread``) so loading never blocks the event loop. ``record``, when
+    given, is kept up to date with the served version.
     """
 
     def __init__(
@@ -50,6 +99,7 @@ class BundleRegistry:
         *,
         metrics: Metrics | None = None,
         executor: Executor | None = None,
+        record: ServingRecord | None = None,
         retry_base_s: float = 10.0,
         retry_max_s: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
@@ -58,84 +108,243 @@ class BundleRegistry:
         self.metrics = metrics or Metrics()
         self._loader = loader
         self._executor = executor
+        self._record = record
         self._retry_base_s = retry_base_s
         self._retry_max_s = retry_max_s
         self._clock = clock
         self._current: Bundle | None = None
+        self._previous_version: int | None = None
+        self._pinned = False
         self._failures: dict[int, _Failure] = {}
+        self._trim_pending = False
         self._lock = asyncio.Lock()
 
     def current(self) -> Bundle | None:
         """The bundle to serve this request with, or None before the first successful load."""
         return self._current
 
+    @property
+    def pinned(self) -> bool:
+        return self._pinned
+
     async def refresh(self) -> Bundle | None:
-        """Load the newest version above the current one, if any; returns the bundle swapped in.
+        """The watcher's poll: load the newest version above the current one, unless pinned.
 
         Candidates are tried newest first; a version that fails (or is in back-off after
         failing) is skipped in favour of the next older one that is still newer than the
-        current bundle. Never raises for a bad bundle.
+        current bundle. Returns the bundle swapped in, if any. Never raises for a bad bundle.
         """
         async with self._lock:
-            try:
-                versions = await asyncio.to_thread(list_versions, self.root)
-            except OSError as exc:
-                log.error("cannot list bundle root %s: %s", self.root, exc)
+            if self._trim_pending:  # set by an earlier call: the old bundle's requests are done
+                self._trim_pending = False
+                await asyncio.to_thread(release_freed_memory)
+            bundle = None if self._pinned else await self._upgrade(ignore_backoff=False)
+            await self._write_record()
+            return bundle
+
+    async def reload(self) -> Bundle | None:
+        """An operator's refresh: like ``refresh`` but versions in back-off are tried now.
+
+        While pinned it loads nothing (unpin first). Raises ``BundleRootUnavailable``.
+        """
+        async with self._lock:
+            if self._pinned:
+                log.info("reload: pinned to bundle %s, nothing to do", self._served())
                 return None
-            served = self._current.version if self._current is not None else 0
-            for version in reversed(versions):
-                if version <= served:
-                    break
-                if self._in_backoff(version):
+            if (bundle := await self._upgrade(ignore_backoff=True, raise_on_listing=True)) is None:
+                log.info("reload: no newer loadable version, serving %s", self._served())
+            await self._write_record()
+            return bundle
+
+    async def pin(self, version: int) -> Bundle:
+        """Serve ``version`` (loading it unless it is the current one) until ``unpin``.
+
+        Raises ``UnknownVersion`` if it is not a complete bundle under the root and
+        ``BundleLoadFailed`` if it does not load; either way the served bundle and pin state
+        are unchanged.
+        """
+        async with self._lock:
+            bundle = self._current
+            if bundle is None or bundle.version != version:
+                if version not in await self._list():
+                    raise UnknownVersion(f"no complete bundle {version} under {self.root}")
+                bundle = await self._load(version)
+                self._swap(bundle)
+            self._set_pinned(True)
+            await self._write_record()
+            return bundle
+
+    async def rollback(self) -> Bundle:
+        """Serve an older version and pin it: the one served before the current one if it is
+        older, else (or if it fails to load) the newest older one that loads.
+
+        Raises ``NothingToRollBack`` when there is no older version, ``BundleLoadFailed`` when
+        none of them loads; the served bundle is then unchanged.
+        """
+        async with self._lock:
+            if self._current is None:
+                raise NothingToRollBack("no bundle is served yet")
+            served = self._current.version
+            older = [v for v in reversed(await self._list()) if v < served]
+            if self._previous_version in older:
+                older.remove(self._previous_version)
+                older.insert(0, self._previous_version)
+            if not older:
+                raise NothingToRollBack(f"no version older than {served} under {self.root}")
+            reasons = []
+            for version in older:
+                try:
+                    bundle = await self._load(version)
+                except BundleLoadFailed as exc:
+                    reasons.append(str(exc))
                     continue
-                bundle = await self._try_load(version)
-                if bundle is not None:
-                    self._swap(bundle)
-                    return bundle
+                self._swap(bundle)
+                self._set_pinned(True)
+                await self._write_record()
+                return bundle
+            raise BundleLoadFailed(f"no older version loads, still serving {served}: " + "; ".join(reasons))
+
+    async def unpin(self) -> Bundle | None:
+        """Back to newest-wins; loads the newest version at once if it is newer than the current.
+
+        Returns the bundle swapped in, if any.
+        """
+        async with self._lock:
+            self._set_pinned(False)
+            bundle = await self._upgrade(ignore_backoff=False)
+            await self._write_record()
+            return bundle
+
+    async def state(self) -> RegistryState:
+        """A snapshot for operators. Raises ``BundleRootUnavailable``."""
+        version, pinned, previous = self._served(), self._pinned, self._previous_version
+        now = self._clock()
+        failed = [
+            FailedVersion(v, f.attempts, None if math.isinf(f.retry_at) else max(0.0, f.retry_at - now))
+            for v, f in sorted(self._failures.items())
+        ]
+        return RegistryState(version, pinned, previous, await self._list(), failed)
+
+    async def close(self) -> None:
+        """Withdraw the serving record: this instance is about to stop serving."""
+        async with self._lock:
+            if self._record is not None:
+                await asyncio.to_thread(self._record.remove)
+
+    async def _upgrade(self, *, ignore_backoff: bool, raise_on_listing: bool = False) -> Bundle | None:
+        try:
+            versions = await self._list()
+        except BundleRootUnavailable as exc:
+            if raise_on_listing:
+                raise
+            log.error("%s", exc)
             return None
+        served = self._served() or 0
+        for version in reversed(versions):
+            if version <= served:
+                break
+            if not ignore_backoff and self._in_backoff(version):
+                continue
+            try:
+                bundle = await self._load(version)
+            except BundleLoadFailed:
+                continue
+            self._swap(bundle)
+            return bundle
+        return None
+
+    async def _list(self) -> list[int]:
+        try:
+            versions = await asyncio.to_thread(list_versions, self.root)
+        except OSError as exc:
+            raise BundleRootUnavailable(f"cannot list bundle root {self.root}: {exc}") from exc
+        for gone in self._failures.keys() - set(versions):  # pruned: forget its failures
+            del self._failures[gone]
+        return versions
 
     def _in_backoff(self, version: int) -> bool:
         failure = self._failures.get(version)
         return failure is not None and self._clock() < failure.retry_at
 
-    async def _try_load(self, version: int) -> Bundle | None:
+    async def _load(self, version: int) -> Bundle:
+        """Load and check one version; a failure is logged, counted, put in back-off and raised
+        as ``BundleLoadFailed`` (holding no reference to the half-loaded bundle)."""
         directory = self.root / str(version)
         started = time.perf_counter()
         try:
             bundle = await self._run(functools.partial(self._loader, directory))
         except Exception as exc:  # any loader failure must leave the served bundle untouched
-            attempts = self._failures[version].attempts + 1 if version in self._failures else 1
-            delay = min(self._retry_base_s * 2 ** (attempts - 1), self._retry_max_s)
-            self._failures[version] = _Failure(attempts, self._clock() + delay)
-            self.metrics.bundle_load_failures.inc()
-            log.error(
-                "bundle %d failed to load (attempt %d, next try in %.0fs), keeping %s: %s",
-                version,
-                attempts,
-                delay,
-                f"bundle {self._current.version}" if self._current else "no bundle",
-                exc,
-            )
-            return None
-        if bundle.version != version:
-            log.error("bundle directory %s holds version %d; skipped", directory, bundle.version)
-            self._failures[version] = _Failure(1, float("inf"))
-            self.metrics.bundle_load_failures.inc()
-            return None
-        self._failures.pop(version, None)
-        log.info("bundle %d ready in %.2fs", version, time.perf_counter() - started)
-        return bundle
+            reason, permanent = str(exc), False
+        else:
+            if bundle.version == version:
+                self._failures.pop(version, None)
+                log.info("bundle %d ready in %.2fs", version, time.perf_counter() - started)
+                return bundle
+            reason, permanent = f"directory {directory} holds version {bundle.version}", True
+            del bundle  # the raised error's traceback must not keep it alive
+        attempts = self._failures[version].attempts + 1 if version in self._failures else 1
+        delay = min(self._retry_base_s * 2 ** (attempts - 1), self._retry_max_s)
+        self._failures[version] = _Failure(attempts, math.inf if permanent else self._clock() + delay)
+        self._trim_pending = True
+        self.metrics.bundle_load_failures.inc()
+        served = self._served()
+        log.error(
+            "bundle %d failed to load (attempt %d, %s), keeping %s: %s",
+            version,
+            attempts,
+            "not retried" if permanent else f"next try in {delay:.0f}s",
+            f"bundle {served}" if served is not None else "no bundle",
+            reason,
+        )
+        raise BundleLoadFailed(f"bundle {version} failed to load: {reason}")
 
     async def _run(self, call: Callable[[], Bundle]) -> Bundle:
         if self._executor is None:
             return await asyncio.to_thread(call)
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
+    def _served(self) -> int | None:
+        return self._current.version if self._current is not None else None
+
     def _swap(self, bundle: Bundle) -> None:
-        previous = self._current
+        previous = self._served()
         self._current = bundle  # one reference assignment: atomic for readers
+        self._previous_version = previous
+        self._trim_pending = True
         self.metrics.bundle_swapped(bundle.version)
-        log.info("serving bundle %d (was %s)", bundle.version, previous.version if previous else "none")
+        log.info("serving bundle %d (was %s)", bundle.version, previous if previous is not None else "none")
+
+    def _set_pinned(self, pinned: bool) -> None:
+        if pinned != self._pinned:
+            log.info("%s bundle %s", "pinned" if pinned else "unpinned", self._served())
+        self._pinned = pinned
+        self.metrics.bundle_pinned.set(1 if pinned else 0)
+
+    async def _write_record(self) -> None:
+        version = self._served()
+        if self._record is None or version is None:
+            return
+        if not await asyncio.to_thread(self._record.write, version, self._pinned):
+            self.metrics.serving_record_failures.inc()
+
+
+def release_freed_memory() -> None:
+    """Return free heap memory to the OS where the C library can (glibc ``malloc_trim``)."""
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+    except OSError:
+        return None
+    trim: Callable[[int], int] | None = getattr(libc, "malloc_trim", None)  # glibc only
+    return trim
+
+
+_malloc_trim = _find_malloc_trim()
 
 
 class BundleWatcher:

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import json
 import logging
+import weakref
 from pathlib import Path
 
 import pytest
 from fakes import FakeBundle, write_real_bundle
 
-from index.bundle import MANIFEST, BundleError
-from service.registry import BundleRegistry, BundleWatcher
+from index.bundle import MANIFEST, SERVING_DIR, BundleError, list_versions
+from service.registry import (
+    BundleLoadFailed,
+    BundleRegistry,
+    BundleWatcher,
+    FailedVersion,
+    NothingToRollBack,
+    UnknownVersion,
+)
 from service.runtime import Bundle, LoadedBundle
+from service.serving_record import ServingRecord
 
 pytestmark = pytest.mark.anyio
 
@@ -181,3 +192,272 @@ async def test_watcher_polls_until_stopped(tmp_path: Path) -> None:
     publish(tmp_path, 6)
     await asyncio.sleep(0.05)
     assert loader.calls == [5]  # stopped: no more polling
+
+
+# --- operator actions: rollback, pin, unpin, reload -------------------------------------------
+
+
+def served(registry: BundleRegistry) -> int | None:
+    bundle = registry.current()
+    return bundle.version if bundle is not None else None
+
+
+async def test_rollback_serves_the_previously_served_version_and_pins_it(tmp_path: Path) -> None:
+    loader = Loader()
+    registry = BundleRegistry(tmp_path, loader)
+    publish(tmp_path, 1)
+    await registry.refresh()
+    publish(tmp_path, 2)
+    publish(tmp_path, 3)
+    await registry.refresh()  # 1 → 3 directly: 3's predecessor is 1, not 2
+    assert served(registry) == 3
+    rolled = await registry.rollback()
+    assert rolled.version == 1 and served(registry) == 1
+    assert registry.pinned
+    await registry.refresh()  # the watcher does not re-upgrade a pinned registry
+    assert served(registry) == 1
+    assert loader.calls == [1, 3, 1]  # rolled back by loading from disk again
+    assert registry.metrics.registry.get_sample_value("nsp_bundle_pinned") == 1.0
+
+
+async def test_repeated_rollbacks_walk_down_to_the_oldest_version(tmp_path: Path) -> None:
+    for version in (1, 2, 3):
+        publish(tmp_path, version)
+    registry = BundleRegistry(tmp_path, Loader())
+    await registry.refresh()
+    assert served(registry) == 3
+    await registry.rollback()
+    assert served(registry) == 2
+    await registry.rollback()  # the version served before (3) is newer: take the next older one
+    assert served(registry) == 1
+    with pytest.raises(NothingToRollBack, match="no version older than 1"):
+        await registry.rollback()
+    assert served(registry) == 1 and registry.pinned
+
+
+async def test_nothing_to_roll_back_before_the_first_bundle(tmp_path: Path) -> None:
+    registry = BundleRegistry(tmp_path, Loader())
+    with pytest.raises(NothingToRollBack, match="no bundle is served"):
+        await registry.rollback()
+    assert not registry.pinned
+
+
+async def test_rollback_skips_older_versions_that_fail_to_load(tmp_path: Path) -> None:
+    loader = Loader()
+    loader.broken.add(2)
+    for version in (1, 2, 3):
+        publish(tmp_path, version)
+    registry = BundleRegistry(tmp_path, loader)
+    await registry.refresh()
+    await registry.rollback()
+    assert served(registry) == 1
+    assert loader.calls == [3, 2, 1]
+    assert failures(registry) == 1.0
+
+
+async def test_rollback_where_no_older_version_loads_keeps_serving_unpinned(tmp_path: Path) -> None:
+    loader = Loader()
+    loader.broken.update({1, 2})
+    for version in (1, 2, 3):
+        publish(tmp_path, version)
+    registry = BundleRegistry(tmp_path, loader)
+    await registry.refresh()
+    with pytest.raises(BundleLoadFailed, match="still serving 3") as failure:
+        await registry.rollback()
+    assert "checksum mismatch" in str(failure.value)
+    assert served(registry) == 3 and not registry.pinned
+    assert failures(registry) == 2.0
+
+
+async def test_pin_holds_an_older_version_until_unpinned(tmp_path: Path) -> None:
+    loader = Loader()
+    for version in (1, 2, 3):
+        publish(tmp_path, version)
+    registry = BundleRegistry(tmp_path, loader)
+    await registry.refresh()
+    pinned = await registry.pin(1)
+    assert pinned.version == 1 and served(registry) == 1 and registry.pinned
+    publish(tmp_path, 4)
+    await registry.refresh()
+    assert served(registry) == 1
+    assert loader.calls == [3, 1]  # a pinned registry does not even try the newer version
+    swapped = await registry.unpin()
+    assert swapped is not None and swapped.version == 4
+    assert served(registry) == 4 and not registry.pinned
+    assert registry.metrics.registry.get_sample_value("nsp_bundle_pinned") == 0.0
+
+
+async def test_pinning_the_served_version_loads_nothing(tmp_path: Path) -> None:
+    loader = Loader()
+    publish(tmp_path, 1)
+    registry = BundleRegistry(tmp_path, loader)
+    await registry.refresh()
+    before = registry.current()
+    assert await registry.pin(1) is before
+    assert registry.pinned and loader.calls == [1]
+
+
+async def test_pinning_an_unknown_version_changes_nothing(tmp_path: Path) -> None:
+    loader = Loader()
+    publish(tmp_path, 1)
+    (tmp_path / "2").mkdir()  # incomplete: no manifest
+    registry = BundleRegistry(tmp_path, loader)
+    await registry.refresh()
+    for version in (2, 7):
+        with pytest.raises(UnknownVersion, match=f"no complete bundle {version}"):
+            await registry.pin(version)
+    assert served(registry) == 1 and not registry.pinned
+    assert loader.calls == [1]
+
+
+async def test_pinning_a_broken_version_keeps_the_served_bundle_and_pin_state(tmp_path: Path) -> None:
+    loader = Loader()
+    loader.broken.add(1)
+    publish(tmp_path, 1)
+    publish(tmp_path, 2)
+    registry = BundleRegistry(tmp_path, loader)
+    await registry.refresh()
+    before = registry.current()
+    with pytest.raises(BundleLoadFailed, match=r"bundle 1 failed to load: .*checksum mismatch"):
+        await registry.pin(1)
+    assert registry.current() is before and not registry.pinned
+    assert failures(registry) == 1.0
+    loader.broken.clear()
+    await registry.pin(1)  # an operator's pin ignores the back-off
+    assert served(registry) == 1 and registry.pinned
+
+
+async def test_reload_tries_a_version_in_backoff_at_once(tmp_path: Path) -> None:
+    loader, clock = Loader(), Clock()
+    loader.broken.add(2)
+    publish(tmp_path, 1)
+    publish(tmp_path, 2)
+    registry = BundleRegistry(tmp_path, loader, retry_base_s=60, clock=clock)
+    await registry.refresh()
+    assert served(registry) == 1 and loader.calls == [2, 1]
+    loader.broken.clear()  # the operator fixed the volume
+    await registry.refresh()
+    assert served(registry) == 1 and loader.calls == [2, 1]  # the watcher waits for the back-off
+    swapped = await registry.reload()
+    assert swapped is not None and swapped.version == 2
+    assert (await registry.state()).failed == []
+
+
+async def test_reload_while_pinned_loads_nothing(tmp_path: Path) -> None:
+    loader = Loader()
+    publish(tmp_path, 1)
+    registry = BundleRegistry(tmp_path, loader)
+    await registry.refresh()
+    await registry.pin(1)
+    publish(tmp_path, 2)
+    assert await registry.reload() is None
+    assert served(registry) == 1 and loader.calls == [1]
+
+
+async def test_state_reports_what_is_served_and_what_failed(tmp_path: Path) -> None:
+    loader, clock = Loader(), Clock()
+    loader.broken.add(3)
+    for version in (1, 2, 3):
+        publish(tmp_path, version)
+    registry = BundleRegistry(tmp_path, loader, retry_base_s=10, clock=clock)
+    await registry.refresh()
+    clock.now += 4
+    await registry.rollback()
+    state = await registry.state()
+    assert state.version == 1 and state.pinned and state.previous_version == 2
+    assert state.versions == [1, 2, 3]
+    assert state.failed == [FailedVersion(version=3, attempts=1, retry_in_s=6.0)]
+
+
+async def test_registry_keeps_at_most_two_bundles_alive(tmp_path: Path) -> None:
+    """The served bundle and the one loading, never more: no cache of old bundles."""
+    live: weakref.WeakSet[FakeBundle] = weakref.WeakSet()
+    most_alive_while_loading = 0
+
+    def loader(directory: Path) -> Bundle:
+        nonlocal most_alive_while_loading
+        gc.collect()
+        most_alive_while_loading = max(most_alive_while_loading, len(live))
+        if directory.name == "3":
+            raise BundleError("probe mismatch")
+        bundle = FakeBundle(version=int(directory.name), n_items=10)
+        live.add(bundle)
+        return bundle
+
+    registry = BundleRegistry(tmp_path, loader)
+    for version in (1, 2, 3, 4, 5):
+        publish(tmp_path, version)
+        await registry.refresh()
+    await registry.rollback()
+    await registry.rollback()
+    await registry.pin(1)
+    await registry.unpin()
+    await registry.pin(2)
+    gc.collect()
+    assert served(registry) == 2
+    assert most_alive_while_loading == 1  # only the served one while the next one loads
+    assert len(live) == 1
+
+
+# --- the serving record -----------------------------------------------------------------------
+
+
+def read_record(root: Path) -> dict[str, object]:
+    records = list((root / SERVING_DIR).glob("*.json"))
+    assert len(records) == 1, records
+    loaded: dict[str, object] = json.loads(records[0].read_text())
+    return loaded
+
+
+async def test_serving_record_follows_swaps_pins_and_polls(tmp_path: Path) -> None:
+    wall = Clock()
+    record = ServingRecord(tmp_path, "pod-a-1", clock=wall)
+    registry = BundleRegistry(tmp_path, Loader(), record=record)
+    await registry.refresh()
+    assert not record.path.exists()  # nothing served, nothing to protect
+    publish(tmp_path, 1)
+    publish(tmp_path, 2)
+    await registry.refresh()
+    assert read_record(tmp_path) == {"version": 2, "pinned": False, "updated": 1000.0}
+    assert record.path == tmp_path / SERVING_DIR / "pod-a-1.json"
+    wall.now += 5
+    await registry.refresh()  # nothing new: the poll is a heartbeat
+    assert read_record(tmp_path) == {"version": 2, "pinned": False, "updated": 1005.0}
+    await registry.rollback()
+    assert read_record(tmp_path)["version"] == 1 and read_record(tmp_path)["pinned"] is True
+    await registry.unpin()
+    assert read_record(tmp_path)["version"] == 2 and read_record(tmp_path)["pinned"] is False
+    assert list_versions(tmp_path) == [1, 2]  # the .serving directory is not a version
+    await registry.close()
+    assert not record.path.exists()
+
+
+async def test_a_serving_record_that_cannot_be_written_never_stops_serving(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / SERVING_DIR).write_text("not a directory")
+    registry = BundleRegistry(tmp_path, Loader(), record=ServingRecord(tmp_path, "pod-b-1"))
+    publish(tmp_path, 1)
+    with caplog.at_level(logging.WARNING):
+        await registry.refresh()
+        await registry.refresh()
+        await registry.pin(1)
+    assert served(registry) == 1 and registry.pinned
+    assert registry.metrics.registry.get_sample_value("nsp_serving_record_write_failures_total") == 3.0
+    warnings = [r.getMessage() for r in caplog.records if "serving record" in r.getMessage()]
+    assert len(warnings) == 1  # warned once, not on every heartbeat
+    assert "pod-b-1.json" in warnings[0]
+
+
+async def test_the_poll_after_a_swap_returns_freed_memory_to_the_os(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trims: list[int] = []
+    monkeypatch.setattr("service.registry.release_freed_memory", lambda: trims.append(1))
+    registry = BundleRegistry(tmp_path, Loader())
+    publish(tmp_path, 1)
+    await registry.refresh()  # swap: the old bundle may still be in use by requests
+    assert trims == []
+    await registry.refresh()  # the next poll: they are done
+    await registry.refresh()  # nothing new was freed since
+    assert trims == [1]
