@@ -14,20 +14,21 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Query
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import LimitExceeded, NoBundleLoaded, install_error_handlers
+from service import admin
+from service.dependencies import BundleDep, Services, ServicesDep
+from service.errors import LimitExceeded, install_error_handlers
 from service.metrics import Metrics
 from service.recall import RecallPipeline
 from service.registry import BundleRegistry, BundleWatcher
-from service.runtime import Bundle, LoadedBundle
+from service.runtime import LoadedBundle
 from service.schemas import (
     BundleSummary,
     EventsAccepted,
@@ -38,39 +39,12 @@ from service.schemas import (
     SessionsResponse,
 )
 from service.seed import seed_store
+from service.serving_record import ServingRecord
 from service.settings import Settings
 from service.store import SessionStore, StoreUnavailable, store_from_settings
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Services:
-    """What the routes use; built by the lifespan, one per app."""
-
-    settings: Settings
-    store: SessionStore
-    registry: BundleRegistry
-    pipeline: RecallPipeline
-    metrics: Metrics
-
-
-async def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
-ServicesDep = Annotated[Services, Depends(_services)]
-
-
-async def _bundle(services: ServicesDep) -> Bundle:
-    bundle = services.registry.current()
-    if bundle is None:
-        raise NoBundleLoaded(f"no bundle loaded yet from {services.registry.root}")
-    return bundle
-
-
-BundleDep = Annotated[Bundle, Depends(_bundle)]
 
 router = APIRouter(responses={422: {"model": Problem}, 503: {"model": Problem}})
 
@@ -112,10 +86,11 @@ async def user_sessions(
 
 
 @router.get("/v1/bundle")
-async def bundle_summary(bundle: BundleDep) -> BundleSummary:
+async def bundle_summary(bundle: BundleDep, services: ServicesDep) -> BundleSummary:
     m = bundle.manifest
     return BundleSummary(
         version=m.version,
+        pinned=services.registry.pinned and services.registry.current() is bundle,
         parent_version=m.parent_version,
         created_at=m.created_at,
         training=m.training.model_dump(),
@@ -187,15 +162,17 @@ def create_app(
 
     ``store``: used as given and left open on shutdown (the caller owns it); when None the
     lifespan builds one from ``settings`` (Redis if ``redis_url`` is set) and closes it.
-    ``registry``: when None, one over ``settings.bundle_root`` loading ``LoadedBundle``s; the
-    app exports the registry's ``metrics``. ``seed_events``: an event-log CSV appended to the
-    store at start-up (first ``seed_users`` distinct users only, if given).
+    ``registry``: when None, one over ``settings.bundle_root`` loading ``LoadedBundle``s and
+    keeping this instance's serving record; the app exports the registry's ``metrics``.
+    ``seed_events``: an event-log CSV appended to the store at start-up (first ``seed_users``
+    distinct users only, if given).
     """
     if registry is None:
         loader = functools.partial(
             LoadedBundle.load, encoder_threads=settings.encoder_threads, ann_threads=settings.ann_threads
         )
-        registry = BundleRegistry(settings.bundle_root, loader)
+        record = ServingRecord(settings.bundle_root, settings.instance_name)
+        registry = BundleRegistry(settings.bundle_root, loader, record=record)
     bundles = registry
     metrics = bundles.metrics
 
@@ -218,12 +195,14 @@ def create_app(
             yield
         finally:
             await watcher.stop()
+            await bundles.close()
             executor.shutdown(wait=True, cancel_futures=True)
             if store is None:
                 await session_store.close()
 
     app = FastAPI(title="nsp-recall", version="1", lifespan=lifespan)
     app.include_router(router)
+    app.include_router(admin.router)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     install_error_handlers(app)
     return app

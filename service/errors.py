@@ -1,7 +1,8 @@
 """Domain errors → HTTP responses, in one table.
 
 Bad input is always a 4xx with a message saying what is wrong; an unavailable dependency is a
-503 with ``Retry-After``. Every error body is ``{"error": code, "detail": message}``.
+503 with ``Retry-After``; a missing or wrong admin token is a 401 with ``WWW-Authenticate``.
+Every error body is ``{"error": code, "detail": message}``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from service.registry import BundleLoadFailed, BundleRootUnavailable, NothingToRollBack, UnknownVersion
 from service.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -27,18 +29,41 @@ class LimitExceeded(Exception):
     """The request is within the API's ceilings but over this deployment's configured limits."""
 
 
+class AdminDisabled(Exception):
+    """An admin endpoint was called but no admin token is configured."""
+
+
+class AdminUnauthorized(Exception):
+    """An admin endpoint was called without the configured bearer token."""
+
+
 @dataclass(frozen=True)
 class ErrorSpec:
     status: int
     code: str
     retry_after_s: int | None = None
+    challenge: str | None = None  # WWW-Authenticate value of a 401
+
+    def headers(self) -> dict[str, str] | None:
+        headers = {}
+        if self.retry_after_s is not None:
+            headers["Retry-After"] = str(self.retry_after_s)
+        if self.challenge is not None:
+            headers["WWW-Authenticate"] = self.challenge
+        return headers or None
 
 
 ERRORS: dict[type[Exception], ErrorSpec] = {
     RequestValidationError: ErrorSpec(422, "invalid_request"),
     LimitExceeded: ErrorSpec(422, "limit_exceeded"),
+    AdminUnauthorized: ErrorSpec(401, "unauthorized", challenge="Bearer"),
+    AdminDisabled: ErrorSpec(403, "admin_disabled"),
+    UnknownVersion: ErrorSpec(404, "unknown_version"),
+    NothingToRollBack: ErrorSpec(409, "nothing_to_roll_back"),
+    BundleLoadFailed: ErrorSpec(409, "bundle_load_failed"),
     StoreUnavailable: ErrorSpec(503, "session_store_unavailable", retry_after_s=1),
     NoBundleLoaded: ErrorSpec(503, "no_bundle_loaded", retry_after_s=5),
+    BundleRootUnavailable: ErrorSpec(503, "bundle_root_unavailable", retry_after_s=5),
 }
 
 
@@ -53,9 +78,8 @@ async def _handle(request: Request, exc: Exception) -> JSONResponse:
     spec = next(spec for kind, spec in ERRORS.items() if isinstance(exc, kind))
     if spec.status >= 500:
         log.warning("%s %s → %d: %s", request.method, request.url.path, spec.status, exc)
-    headers = {"Retry-After": str(spec.retry_after_s)} if spec.retry_after_s is not None else None
     return JSONResponse(
-        {"error": spec.code, "detail": _detail(exc)}, status_code=spec.status, headers=headers
+        {"error": spec.code, "detail": _detail(exc)}, status_code=spec.status, headers=spec.headers()
     )
 
 

@@ -101,6 +101,7 @@ class SessionsResponse(BaseModel):
 
 class BundleSummary(BaseModel):
     version: int
+    pinned: bool = Field(description="An operator pinned this version; the watcher does not replace it.")
     parent_version: int | None
     created_at: str
     training: dict[str, object]
@@ -108,6 +109,28 @@ class BundleSummary(BaseModel):
     embedding_dim: int
     hnsw: dict[str, object]
     metrics: dict[str, float]
+
+
+class PinRequest(_Request):
+    version: int = Field(gt=0, description="Bundle version to serve until unpinned.")
+
+
+class FailedVersionOut(BaseModel):
+    version: int
+    attempts: int = Field(description="Failed loads in a row.")
+    retry_in_s: float | None = Field(
+        description="Seconds until the watcher tries it again; null: never (mislabelled directory)."
+    )
+
+
+class ServingState(BaseModel):
+    """What an instance serves and why, for operators."""
+
+    version: int | None = Field(description="Bundle version served now; null before the first load.")
+    pinned: bool = Field(description="True while an operator's pin or rollback holds the version.")
+    previous_version: int | None = Field(description="Version served before; the first rollback target.")
+    versions: list[int] = Field(description="Complete bundle versions under the bundle root, ascending.")
+    failed: list[FailedVersionOut] = Field(description="Versions that failed their last load.")
 
 
 class Problem(BaseModel):

@@ -6,6 +6,8 @@ import time. Validation errors surface at start-up, before the service binds its
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import Self
 
@@ -18,6 +20,12 @@ API_MAX_EVENTS_PER_BATCH = 1000
 API_MAX_EXCLUDE_IDS = 1000
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+MIN_ADMIN_TOKEN_CHARS = 16
+
+
+def default_instance_name() -> str:
+    """Host name (a Kubernetes pod's name) and process id: unique among live instances."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 class Settings(BaseSettings):
@@ -72,6 +80,15 @@ class Settings(BaseSettings):
         le=API_MAX_EXCLUDE_IDS,
         description="Most exclude_item_ids per request.",
     )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token for /v1/admin/*; unset disables the admin endpoints (403).",
+    )
+    instance_name: str = Field(
+        default_factory=default_instance_name,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$",
+        description="Names this instance's serving record, <bundle_root>/.serving/<instance_name>.json.",
+    )
     host: str = Field(default="127.0.0.1", description="Interface the HTTP server binds.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port the HTTP server binds.")
     log_level: str = Field(default="info", description="One of critical, error, warning, info, debug.")
@@ -81,6 +98,13 @@ class Settings(BaseSettings):
         if self.default_k > self.max_k:
             raise ValueError(f"default_k ({self.default_k}) exceeds max_k ({self.max_k})")
         return self
+
+    @field_validator("admin_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_ADMIN_TOKEN_CHARS:
+            raise ValueError(f"admin_token must have at least {MIN_ADMIN_TOKEN_CHARS} characters")
+        return value
 
     @field_validator("log_level")
     @classmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,16 @@ from service.settings import Settings
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("REDIS_URL", "NSP_REDIS_URL", "NSP_PORT", "NSP_BUNDLE_ROOT", "NSP_MAX_K", "NSP_DEFAULT_K"):
+    for name in (
+        "REDIS_URL",
+        "NSP_REDIS_URL",
+        "NSP_PORT",
+        "NSP_BUNDLE_ROOT",
+        "NSP_MAX_K",
+        "NSP_DEFAULT_K",
+        "NSP_ADMIN_TOKEN",
+        "NSP_INSTANCE_NAME",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -21,6 +32,7 @@ def test_defaults_run_without_redis() -> None:
     assert settings.redis_url is None
     assert settings.bundle_root == Path("var/bundles")
     assert settings.default_k == 100 and settings.max_k == 1000
+    assert settings.admin_token is None  # admin endpoints off unless a token is configured
 
 
 def test_environment_uses_the_nsp_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -49,9 +61,34 @@ def test_the_redis_password_is_not_shown(monkeypatch: pytest.MonkeyPatch) -> Non
     assert "hunter2" not in str(failure.value)
 
 
+def test_the_admin_token_is_secret_and_long_enough(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NSP_ADMIN_TOKEN", "correct-horse-battery-staple")
+    settings = Settings()
+    assert settings.admin_token is not None
+    assert settings.admin_token.get_secret_value() == "correct-horse-battery-staple"
+    assert "battery" not in repr(settings)
+    monkeypatch.setenv("NSP_ADMIN_TOKEN", "hunter2")
+    with pytest.raises(ValidationError, match="at least 16 characters") as failure:
+        Settings()
+    assert "hunter2" not in str(failure.value)
+
+
+def test_the_instance_name_defaults_to_host_and_pid(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().instance_name == f"{socket.gethostname()}-{os.getpid()}"
+    monkeypatch.setenv("NSP_INSTANCE_NAME", "recall-7f9c-2")
+    assert Settings().instance_name == "recall-7f9c-2"
+
+
 @pytest.mark.parametrize(
     "overrides",
-    [{"default_k": 200, "max_k": 100}, {"max_k": 1001}, {"store_max_events": 0}, {"log_level": "loud"}],
+    [
+        {"default_k": 200, "max_k": 100},
+        {"max_k": 1001},
+        {"store_max_events": 0},
+        {"log_level": "loud"},
+        {"instance_name": "../escape"},
+        {"instance_name": ".hidden"},
+    ],
 )
 def test_inconsistent_settings_fail_at_start_up(overrides: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
