@@ -14,6 +14,8 @@ from typing import Self
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from index.bundle import SERVING_RECORD_MAX_AGE_S
+
 # Hard ceilings of the v1 API (design §3.2). Settings may lower them, never raise them.
 API_MAX_K = 1000
 API_MAX_EVENTS_PER_BATCH = 1000
@@ -55,7 +57,11 @@ class Settings(BaseSettings):
         default=0.2, gt=0, description="Session-store connect and per-command socket timeout."
     )
     watch_interval_s: float = Field(
-        default=5.0, gt=0, description="How often the bundle root is polled for a newer version."
+        default=5.0,
+        gt=0,
+        # Each poll refreshes the serving record; pruning ignores records older than this bound.
+        le=SERVING_RECORD_MAX_AGE_S / 4,
+        description="How often the bundle root is polled (and the serving record refreshed).",
     )
     encoder_threads: int = Field(
         default=1, ge=1, description="ONNX Runtime intra-op threads per encoder call."

@@ -88,6 +88,7 @@ def test_the_instance_name_defaults_to_host_and_pid(monkeypatch: pytest.MonkeyPa
         {"log_level": "loud"},
         {"instance_name": "../escape"},
         {"instance_name": ".hidden"},
+        {"watch_interval_s": 3600},  # serving records would look dead to pruning between polls
     ],
 )
 def test_inconsistent_settings_fail_at_start_up(overrides: dict[str, object]) -> None:
