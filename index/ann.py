@@ -49,6 +49,18 @@ class ItemIndex:
     def dim(self) -> int:
         return int(self._index.dim)
 
+    def recall_at(self, queries: np.ndarray, exact: np.ndarray, ef: int) -> float:
+        """Mean share of each query's exact top-k (``exact``: (Q, k) labels) that a search with
+        ``ef`` finds. Changes the index's ef: only for an index nobody else is searching."""
+        k = int(exact.shape[1])
+        self._index.set_ef(ef)
+        labels, _ = self._index.knn_query(np.ascontiguousarray(queries, dtype=np.float32), k=k)
+        self._index.set_ef(self.params.ef_search)
+        found = 0
+        for got, want in zip(labels, exact, strict=True):
+            found += len(np.intersect1d(got, want, assume_unique=True))
+        return found / (k * len(exact))
+
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(labels, scores), each (B, k'), best first; k' = min(k, count).
 
@@ -63,3 +75,38 @@ class ItemIndex:
         labels, distances = self._index.knn_query(np.ascontiguousarray(queries, dtype=np.float32), k=k)
         scores = -distances if self.params.space == "l2" else 1.0 - distances
         return labels.astype(np.int64), scores.astype(np.float32)
+
+
+def exact_top_k(items: np.ndarray, queries: np.ndarray, k: int, space: str, chunk: int = 256) -> np.ndarray:
+    """(Q, k) labels of the true nearest items under ``space`` (brute force, numpy)."""
+    if space == "cosine":
+        items = items / np.maximum(np.linalg.norm(items, axis=1, keepdims=True), 1e-12)
+    out = np.empty((len(queries), k), dtype=np.int64)
+    for start in range(0, len(queries), chunk):
+        q = queries[start : start + chunk]
+        # l2: -|x - q|² ranks like 2 q·x - |x|² (|q|² is the same for every item)
+        scores = 2 * q @ items.T - np.sum(items**2, axis=1)[None, :] if space == "l2" else q @ items.T
+        out[start : start + chunk] = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return out
+
+
+def choose_ef(
+    index: ItemIndex,
+    items: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    target: float,
+    ladder: tuple[float, ...] = (1, 1.5, 2, 3, 4, 6, 8),
+) -> tuple[int, float]:
+    """The smallest ef (a multiple of k from ``ladder``; hnswlib never searches with less than
+    k) whose recall@k against exact search on ``queries`` reaches ``target``; the largest if
+    none does. Returns (ef, the recall it measured)."""
+    k = min(k, index.count)
+    exact = exact_top_k(items, queries, k, index.params.space)
+    ef, recall = k, 0.0
+    for factor in ladder:
+        ef = round(k * factor)
+        recall = index.recall_at(queries, exact, ef)
+        if recall >= target:
+            break
+    return ef, recall

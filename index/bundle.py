@@ -57,6 +57,11 @@ class HnswParams(BaseModel):
     M: int = 16
     ef_construction: int = 200
     ef_search: int = 128  # hnswlib does not store it in the index file
+    # How ef_search was chosen at publish time (None: set by hand): the recall@k it measured
+    # against exact search on probe queries, for that k and target.
+    tuned_k: int | None = None
+    recall_target: float | None = None
+    measured_recall: float | None = None
 
 
 class EncoderSpec(BaseModel):

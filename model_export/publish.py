@@ -19,13 +19,13 @@ import numpy as np
 import torch
 
 from index import bundle
-from index.ann import ItemIndex
+from index.ann import ItemIndex, choose_ef
 from index.bundle import HnswParams
 from index.features import Session, build_tokens, stack_left_padded
 from index.vocab import Vocabulary
 from model_export.evaluate import item_matrix
 from model_export.export import INPUT_NAME, OUTPUT_NAME, check_agreement, export_encoder, onnx_session
-from model_export.model import NSPConfig, NSPModel
+from model_export.model import Encoder, NSPConfig, NSPModel
 from model_export.train import CHECKPOINT, METRICS, POPULARITY
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,27 @@ def probe_sequences(vocab: Vocabulary, max_sessions: int, max_items: int, seed: 
         query_ts = PROBE_TS + 3600 * n_sessions
         sequences.append(build_tokens(sessions, scenes[0], query_ts, vocab, max_sessions, max_items))
     return sequences
+
+
+def query_sample(
+    model: NSPModel, vocab: Vocabulary, max_sessions: int, max_items: int, n: int = 256, seed: int = 1
+) -> np.ndarray:
+    """(n, D) user vectors of random histories (1-10 sessions of random catalog items): the
+    queries ``ef_search`` is tuned on."""
+    rng = np.random.default_rng(seed)
+    scenes = vocab.scenes or ["default"]
+    sequences = []
+    for _ in range(n):
+        sessions = []
+        for j in range(int(rng.integers(1, 11))):
+            picks = rng.integers(0, vocab.n_items, size=int(rng.integers(1, 8)))
+            items = tuple((str(vocab.item_ids[i]), int(rng.integers(1, 5))) for i in picks)
+            sessions.append(Session(f"q{j}", PROBE_TS + 3600 * j, scenes[j % len(scenes)], items))
+        scene = scenes[int(rng.integers(0, len(scenes)))]
+        sequences.append(build_tokens(sessions, scene, PROBE_TS + 86400, vocab, max_sessions, max_items))
+    with torch.no_grad():
+        vectors = Encoder(model.eval())(torch.from_numpy(stack_left_padded(sequences)))
+    return vectors.numpy().astype(np.float32)
 
 
 def _flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -112,9 +133,13 @@ def publish(
     version: int | None = None,
     build_threads: int = 2,
     gate: QualityGate | None = None,
+    recall_target: float | None = 0.95,
+    tune_k: int = 200,
 ) -> Path:
     """Publish ``run_dir`` as the next bundle version (or ``version``); returns its directory.
 
+    With ``recall_target``, ``ef_search`` is the smallest that reaches that recall@``tune_k``
+    against exact search on ``query_sample`` queries (recorded in the manifest's ``hnsw``).
     Raises QualityGateError (nothing written) when the run fails the quality gate.
     """
     hnsw = hnsw or HnswParams()
@@ -139,7 +164,15 @@ def publish(
             np.savez(f, tokens=probe_tokens, user_vec=probe_vec)
 
         items = item_matrix(model, vocab)
-        ItemIndex.build(items, hnsw, num_threads=build_threads).save(stage / bundle.INDEX_FILE)
+        index = ItemIndex.build(items, hnsw, num_threads=build_threads)
+        if recall_target is not None:
+            queries = query_sample(model, vocab, max_sessions, max_items)
+            ef, recall = choose_ef(index, items, queries, tune_k, recall_target)
+            k = min(tune_k, vocab.n_items)
+            tuned = {"ef_search": ef, "tuned_k": k, "recall_target": recall_target, "measured_recall": recall}
+            hnsw = hnsw.model_copy(update=tuned)
+            log.info("ef_search %d: recall@%d %.4f vs exact (target %.2f)", ef, k, recall, recall_target)
+        index.save(stage / bundle.INDEX_FILE)
         vocab.save(stage)
         shutil.copyfile(run_dir / POPULARITY, stage / bundle.POPULARITY_FILE)
 

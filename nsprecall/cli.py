@@ -79,8 +79,9 @@ def _publish(args: argparse.Namespace) -> None:
     from model_export.publish import QualityGateError, publish
 
     gate = _gate(args)
+    target = None if args.recall_target <= 0 else args.recall_target
     try:
-        path = publish(args.run, args.bundles, gate=gate)
+        path = publish(args.run, args.bundles, gate=gate, recall_target=target, tune_k=args.tune_k)
     except QualityGateError as exc:
         raise SystemExit(f"not published: {exc}") from exc
     print(json.dumps({"published": str(path)}))
@@ -205,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("publish", help="export a run as the next bundle version")
     p.add_argument("--run", type=Path, required=True)
     p.add_argument("--bundles", type=Path, default=DEFAULT_BUNDLES)
+    p.add_argument(
+        "--recall-target", type=float, default=0.95, help="tune ef_search to this ANN recall (0: keep 128)"
+    )
+    p.add_argument("--tune-k", type=int, default=200, help="the k the recall target is measured at")
     _add_gate_arguments(p)
     p.set_defaults(func=_publish)
 

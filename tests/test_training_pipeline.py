@@ -41,6 +41,11 @@ def test_published_bundle_is_complete_and_verified(bundle_root: Path) -> None:
         directory / bundle.INDEX_FILE, manifest.embedding_dim, manifest.item_count, manifest.hnsw
     )
     assert index.count == vocab.n_items
+    # ef_search was tuned at publish time to the recall target, and the manifest says so
+    hnsw = manifest.hnsw
+    assert hnsw.tuned_k == 200 and hnsw.recall_target == 0.95
+    assert hnsw.measured_recall is not None and hnsw.measured_recall >= 0.95
+    assert hnsw.ef_search >= 200
     assert "test.hr@100" in manifest.metrics
     assert manifest.training.data_start_ts is not None
 

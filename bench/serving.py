@@ -1,0 +1,461 @@
+"""Serving speed on a 1M-item catalog: the stage floors, the in-process pipeline, and HTTP under
+a load ladder — all in one run, so the ratios hold on a noisy machine.
+
+    .venv/bin/python bench/serving.py [--items 1000000] [--k 200] [--rates 50 100 200 300 400 500]
+
+1. A bundle is published through the real ``publish`` path from an NSP encoder with a 1M-item
+   vocabulary (64-d, untrained weights: speed depends on the shapes, not on what was learned)
+   and cached under ``var/bench/serving/``.
+2. Users with 20 sessions of history each are written to a real Redis (database 15, flushed).
+3. Stage floors, each measured raw: one Redis history read (LRANGE), one ONNX Runtime encode at
+   batch 1 on a real user's tokens, one HNSW query at the served k and ef, and exact search
+   (numpy, all items) for reference.
+4. The in-process recall pipeline (``service.recall.RecallPipeline``, no HTTP) on the same
+   users, p50/p99.
+5. HTTP end to end: a real ``nsprecall serve`` process driven by locust (headless,
+   ``FastHttpUser``, constant throughput per user) at each rate of the ladder; p50/p90/p99,
+   achieved throughput, failures. Locust runs on the same two cores as the server.
+
+Writes ``docs/benchmarks/serving.{json,md,png}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import logging
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis.asyncio as aioredis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from index.bundle import latest_version  # noqa: E402
+from index.features import ACTIONS, Event, build_tokens, group_sessions, stack_left_padded  # noqa: E402
+from service.metrics import Metrics  # noqa: E402
+from service.recall import RecallPipeline  # noqa: E402
+from service.runtime import LoadedBundle  # noqa: E402
+from service.schemas import RecallRequest  # noqa: E402
+from service.store import RedisSessionStore  # noqa: E402
+
+log = logging.getLogger("bench.serving")
+
+WORK = ROOT / "var" / "bench" / "serving"
+OUT = ROOT / "docs" / "benchmarks"
+REDIS_URL = "redis://127.0.0.1:6379/15"
+KEY_PREFIX = "nspbench"
+SCENES = ["default", "search", "home", "cart"]
+DAY0_TS = 1767225600
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def summarise(seconds: list[float]) -> dict[str, float]:
+    ms = [s * 1000 for s in seconds]
+    return {
+        "n": len(ms),
+        "p50_ms": percentile(ms, 50),
+        "p90_ms": percentile(ms, 90),
+        "p99_ms": percentile(ms, 99),
+        "mean_ms": statistics.mean(ms),
+    }
+
+
+# --- the bundle -----------------------------------------------------------------------------
+
+
+def build_bundle(root: Path, n_items: int, dim: int) -> Path:
+    """Publish (once) a bundle of an untrained NSP encoder over ``n_items`` items."""
+    if (version := latest_version(root)) is not None:
+        return root / str(version)
+    import torch
+
+    from index.vocab import Vocabulary
+    from model_export.evaluate import item_matrix
+    from model_export.model import NSPConfig, NSPModel
+    from model_export.publish import QualityGate, publish
+    from model_export.train import CHECKPOINT, METRICS, POPULARITY, TrainConfig
+
+    rng = np.random.default_rng(0)
+    ids = [f"i{n}" for n in range(n_items)]
+    categories = [f"c{n}" for n in rng.integers(0, 1000, n_items)]
+    prices = rng.lognormal(3.0, 1.0, n_items).round(2).tolist()
+    vocab = Vocabulary.build(ids, categories, prices, SCENES)
+    config = NSPConfig(n_items, vocab.n_category_tokens, vocab.n_scene_tokens, dim=dim)
+    torch.manual_seed(0)
+    model = NSPModel(config)
+    run = WORK / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    train_config = TrainConfig()
+    torch.save(
+        {
+            "model_config": config.to_dict(),
+            "train_config": {**train_config.__dict__},
+            "state_dict": model.state_dict(),
+            "best_epoch": 0,
+            "data": {"data_start_ts": DAY0_TS, "val_start_ts": DAY0_TS, "test_start_ts": DAY0_TS},
+        },
+        run / CHECKPOINT,
+    )
+    vocab.save(run)
+    top = [ids[i] for i in rng.choice(n_items, 2000, replace=False)]
+    (run / POPULARITY).write_text(json.dumps({"*": top, **{s: top for s in SCENES}}))
+    (run / METRICS).write_text(json.dumps({"val": {"hr@100": 0.0}}))
+    started = time.perf_counter()
+    path = publish(run, root, gate=QualityGate(force=True))
+    log.info("published the %d-item bundle in %.0f s", n_items, time.perf_counter() - started)
+    np.save(root / "item_vectors.npy", item_matrix(model, vocab))  # for the exact-search reference
+    return path
+
+
+# --- users in Redis ---------------------------------------------------------------------------
+
+
+def make_events(n_users: int, n_items: int, sessions: int, seed: int = 1) -> dict[str, list[Event]]:
+    """Each user: ``sessions`` request sessions, one a day, 3-6 events each."""
+    rng = np.random.default_rng(seed)
+    users: dict[str, list[Event]] = {}
+    for u in range(n_users):
+        user = f"u{u}"
+        events = []
+        for s in range(sessions):
+            ts = DAY0_TS + s * 86400 + int(rng.integers(0, 86400))
+            scene = SCENES[int(rng.integers(0, len(SCENES)))]
+            for e in range(int(rng.integers(3, 7))):
+                item = f"i{int(rng.integers(0, n_items))}"
+                action = ACTIONS[int(rng.integers(0, len(ACTIONS)))]
+                events.append(Event(user, item, ts + e, action, scene, f"{user}-r{s}"))
+        users[user] = events
+    return users
+
+
+async def seed_redis(users: dict[str, list[Event]]) -> RedisSessionStore:
+    raw = aioredis.Redis.from_url(REDIS_URL)
+    await raw.flushdb()
+    await raw.aclose()
+    store = RedisSessionStore(REDIS_URL, key_prefix=KEY_PREFIX, timeout_s=5.0)
+    batch: list[Event] = []
+    for events in users.values():
+        batch.extend(events)
+        if len(batch) > 5000:
+            await store.append(batch)
+            batch = []
+    await store.append(batch)
+    return store
+
+
+# --- floors and the pipeline ------------------------------------------------------------------
+
+
+async def measure_in_process(
+    bundle: LoadedBundle, items: np.ndarray, users: dict[str, list[Event]], k: int, repeats: int
+) -> dict[str, Any]:
+    store = await seed_redis(users)
+    raw = aioredis.Redis.from_url(REDIS_URL)
+    names = list(users)
+    rng = np.random.default_rng(2)
+    picks = [names[int(i)] for i in rng.integers(0, len(names), repeats)]
+    manifest = bundle.manifest
+    limit = 500
+
+    fetch = []
+    for user in picks:
+        started = time.perf_counter()
+        await raw.lrange(store.key(user), 0, limit - 1)
+        fetch.append(time.perf_counter() - started)
+
+    tokens = []
+    for user in picks:
+        events = await store.recent(user, limit)
+        sequence = build_tokens(
+            group_sessions(events),
+            "default",
+            DAY0_TS + 40 * 86400,
+            bundle.vocab,
+            manifest.encoder.max_sessions,
+            manifest.encoder.max_items_per_session,
+        )
+        tokens.append(stack_left_padded([sequence]))
+    encode, vectors = [], []
+    for t in tokens:
+        started = time.perf_counter()
+        vectors.append(bundle.encode(t))
+        encode.append(time.perf_counter() - started)
+
+    ann = []
+    for v in vectors:
+        started = time.perf_counter()
+        bundle.search(v, k)
+        ann.append(time.perf_counter() - started)
+
+    exact, hits = [], []
+    for v in vectors[: min(50, len(vectors))]:
+        started = time.perf_counter()
+        scores = items @ v[0]
+        top = np.argpartition(-scores, k)[:k]
+        exact.append(time.perf_counter() - started)
+        labels, _ = bundle.search(v, k)
+        hits.append(len(set(top.tolist()) & set(labels[0].tolist())) / k)
+
+    metrics = Metrics()
+    with ThreadPoolExecutor(2) as executor:
+        pipeline = RecallPipeline(store, executor, metrics, history_limit=limit)
+        for user in picks[:20]:  # warm-up
+            await pipeline.recall(bundle, RecallRequest(user_id=user, k=k), k)
+        total = []
+        for user in picks:
+            started = time.perf_counter()
+            response = await pipeline.recall(bundle, RecallRequest(user_id=user, k=k), k)
+            total.append(time.perf_counter() - started)
+            assert response.source == "model" and len(response.items) == k
+    await store.close()
+    await raw.aclose()
+    floors = {
+        "redis_fetch": summarise(fetch),
+        "encode": summarise(encode),
+        "hnsw": summarise(ann),
+        "exact_search": summarise(exact),
+    }
+    floor_sum = sum(floors[s]["p50_ms"] for s in ("redis_fetch", "encode", "hnsw"))
+    pipeline_summary = summarise(total)
+    return {
+        "floors": floors,
+        "floor_sum_p50_ms": floor_sum,
+        "ann_recall_at_k": statistics.mean(hits),
+        "pipeline": pipeline_summary,
+        "pipeline_over_floors": pipeline_summary["p50_ms"] / floor_sum,
+    }
+
+
+# --- HTTP under load --------------------------------------------------------------------------
+
+
+def start_server(bundles: Path, port: int, env_extra: dict[str, str]) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "NSP_BUNDLE_ROOT": str(bundles),
+        "NSP_REDIS_URL": REDIS_URL,
+        "NSP_STORE_KEY_PREFIX": KEY_PREFIX,
+        "NSP_PORT": str(port),
+        "NSP_LOG_LEVEL": "warning",
+        **env_extra,
+    }
+    cli = [sys.executable, "-m", "nsprecall.cli", "serve"]
+    server = subprocess.Popen(cli, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    import httpx
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None:
+            detail = server.stderr.read().decode()[-2000:] if server.stderr else ""
+            raise RuntimeError(f"server exited: {detail}")
+        time.sleep(0.5)
+    server.kill()
+    raise RuntimeError("server did not become ready")
+
+
+def run_locust(port: int, rate: float, seconds: int, k: int, users: int, out: Path) -> dict[str, float]:
+    per_user = 5.0  # requests/s each simulated client sends
+    clients = max(1, round(rate / per_user))
+    env = {
+        **os.environ,
+        "BENCH_USER_RPS": str(rate / clients),
+        "BENCH_K": str(k),
+        "BENCH_USERS": str(users),
+    }
+    prefix = out / f"rate{int(rate)}"
+    command = [
+        str(Path(sys.executable).with_name("locust")),
+        "-f",
+        str(ROOT / "bench" / "locust_recall.py"),
+        "--headless",
+        "--users",
+        str(clients),
+        "--spawn-rate",
+        str(clients),
+        "--run-time",
+        f"{seconds}s",
+        "--host",
+        f"http://127.0.0.1:{port}",
+        "--csv",
+        str(prefix),
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+    ]
+    subprocess.run(command, env=env, check=False, capture_output=True, timeout=seconds + 60)
+    with open(f"{prefix}_stats.csv") as f:
+        row = next(r for r in csv.DictReader(f) if r["Name"] == "Aggregated")
+    return {
+        "target_rps": rate,
+        "clients": clients,
+        "achieved_rps": float(row["Requests/s"]),
+        "requests": int(row["Request Count"]),
+        "failures": int(row["Failure Count"]),
+        "p50_ms": float(row["50%"]),
+        "p90_ms": float(row["90%"]),
+        "p99_ms": float(row["99%"]),
+    }
+
+
+def measure_http(bundles: Path, args: argparse.Namespace, n_users: int) -> list[dict[str, float]]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    out = WORK / "locust"
+    out.mkdir(parents=True, exist_ok=True)
+    server = start_server(bundles, port, {})
+    ladder = []
+    try:
+        run_locust(port, 20, 5, args.k, n_users, out)  # warm-up
+        for rate in args.rates:
+            result = run_locust(port, rate, args.duration, args.k, n_users, out)
+            log.info("HTTP %s", result)
+            ladder.append(result)
+            if result["p99_ms"] > 1000 or result["achieved_rps"] < 0.7 * rate:
+                break  # saturated
+    finally:
+        server.terminate()
+        server.wait(30)
+    return ladder
+
+
+# --- report -----------------------------------------------------------------------------------
+
+
+def write_report(results: dict[str, Any]) -> str:
+    c = results["config"]
+    ip = results["in_process"]
+    f = ip["floors"]
+    lines = [
+        "# Serving speed",
+        "",
+        "Generated by `bench/serving.py`; do not edit by hand. "
+        f"{c['items']:,} items, dim {c['dim']}, k = {c['k']}, HNSW M={c['hnsw']['M']} "
+        f"ef_construction={c['hnsw']['ef_construction']} ef_search={c['hnsw']['ef_search']}; "
+        f"{c['users']} users with {c['sessions']} sessions each in a real Redis; "
+        f"machine: {os.cpu_count()} CPUs, shared by server and load generator.",
+        "",
+        "## Stage floors and the in-process pipeline",
+        "",
+        "| stage | p50 ms | p90 ms | p99 ms |",
+        "|---|---|---|---|",
+    ]
+    labels = {
+        "redis_fetch": "Redis history read (LRANGE)",
+        "encode": "ONNX Runtime encode, batch 1",
+        "hnsw": f"HNSW query, k={c['k']}",
+        "exact_search": "exact search, all items (reference)",
+    }
+    for key, label in labels.items():
+        cells = " | ".join(f"{f[key][q]:.3f}" for q in ("p50_ms", "p90_ms", "p99_ms"))
+        lines.append(f"| {label} | {cells} |")
+    p = ip["pipeline"]
+    lines += [
+        f"| **sum of floors** (fetch + encode + HNSW) | {ip['floor_sum_p50_ms']:.3f} | | |",
+        f"| **in-process pipeline** | {p['p50_ms']:.3f} | {p['p90_ms']:.3f} | {p['p99_ms']:.3f} |",
+        "",
+        f"Pipeline p50 / sum of floor p50s = **{ip['pipeline_over_floors']:.2f}x** (target ≤ 1.3x). "
+        f"ANN recall@{c['k']} against exact search: **{ip['ann_recall_at_k']:.3f}** (target ≥ 0.95).",
+        "",
+        "## HTTP end to end (uvicorn, locust `FastHttpUser`)",
+        "",
+        "| target req/s | achieved req/s | p50 ms | p90 ms | p99 ms | failures |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results["http"]:
+        lines.append(
+            f"| {r['target_rps']:.0f} | {r['achieved_rps']:.1f} | {r['p50_ms']:.0f} | {r['p90_ms']:.0f} | "
+            f"{r['p99_ms']:.0f} | {r['failures']} |"
+        )
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    f = results["in_process"]["floors"]
+    names = ["redis_fetch", "encode", "hnsw"]
+    values = [f[n]["p50_ms"] for n in names]
+    left.bar([*names, "pipeline"], [*values, results["in_process"]["pipeline"]["p50_ms"]])
+    left.axhline(sum(values) * 1.3, color="red", linestyle="--", label="1.3 x sum of floors")
+    left.set_ylabel("p50 ms")
+    left.set_title("stage floors vs in-process pipeline")
+    left.legend()
+    http = results["http"]
+    achieved = [r["achieved_rps"] for r in http]
+    for q in ("p50_ms", "p90_ms", "p99_ms"):
+        right.plot(achieved, [r[q] for r in http], marker="o", label=q.replace("_ms", ""))
+    right.set_xlabel("achieved requests/s")
+    right.set_ylabel("latency ms (log)")
+    right.set_yscale("log")
+    right.set_title("HTTP latency vs load")
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--items", type=int, default=1_000_000)
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--sessions", type=int, default=20)
+    parser.add_argument("--k", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=500, help="requests per in-process measurement")
+    parser.add_argument("--rates", nargs="*", type=float, default=[50, 100, 200, 300, 400, 500, 600])
+    parser.add_argument("--duration", type=int, default=20, help="seconds per load step")
+    parser.add_argument("--skip-http", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    bundles = WORK / f"bundles-{args.items}-{args.dim}"
+    directory = build_bundle(bundles, args.items, args.dim)
+    bundle = LoadedBundle.load(directory)
+    hnsw = bundle.manifest.hnsw.model_dump()
+    users = make_events(args.users, args.items, args.sessions)
+    items = np.load(bundles / "item_vectors.npy")
+    in_process = asyncio.run(measure_in_process(bundle, items, users, args.k, args.repeats))
+    log.info("in-process: %s", json.dumps(in_process))
+    del bundle, items
+    http = [] if args.skip_http else measure_http(bundles, args, args.users)
+    results = {
+        "config": {**vars(args), "hnsw": hnsw},
+        "in_process": in_process,
+        "http": http,
+    }
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "serving.json").write_text(json.dumps(results, indent=2))
+    report = write_report(results)
+    (OUT / "serving.md").write_text(report + "\n")
+    if http:
+        plot(results, OUT / "serving.png")
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
