@@ -82,6 +82,27 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def user_key(prefix: str, user_id: str, name: str) -> str:
+    """``{prefix}:{{user_id}}:{name}``: every key of one user shares the hash tag, so all of
+    them live in one Redis Cluster slot."""
+    return f"{prefix}:{{{user_id}}}:{name}"
+
+
+def redis_client(url: str, timeout_s: float) -> aioredis.Redis:
+    """A pooled client whose connect and commands time out after ``timeout_s``.
+
+    A dropped connection is retried once at once (pooled connections go stale when Redis
+    restarts), never a timeout: a hung Redis must cost a request one timeout, not several.
+    """
+    return aioredis.Redis.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
+        health_check_interval=30,
+    )
+
+
 class InMemorySessionStore:
     """Process-local store with Redis semantics (cap, TTL, newest first); not persisted.
 
@@ -152,19 +173,11 @@ class RedisSessionStore:
         self._prefix = key_prefix
         self._max_events = max_events
         self._ttl = ttl_seconds
-        self._redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-            # Retry a dropped connection once (stale after a Redis restart), never a timeout:
-            # a hung Redis must cost a request one timeout, not several.
-            retry=Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
-            health_check_interval=30,
-        )
+        self._redis = redis_client(url, timeout_s)
         log.info("session store: redis at %s", redact_url(url))
 
     def key(self, user_id: str) -> str:
-        return f"{self._prefix}:{{{user_id}}}:events"
+        return user_key(self._prefix, user_id, "events")
 
     async def append(self, events: Sequence[Event]) -> int:
         if not events:
