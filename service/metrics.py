@@ -18,10 +18,23 @@ from typing import Literal
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-Stage = Literal["session_fetch", "encode", "ann", "postprocess"]
+Stage = Literal["cache_fetch", "session_fetch", "encode", "ann", "postprocess"]
 FallbackReason = Literal["no_history", "store_unavailable"]
 AdminAction = Literal["reload", "rollback", "pin", "unpin"]
-STAGES: tuple[Stage, ...] = ("session_fetch", "encode", "ann", "postprocess")
+# Why a recall was not served from the nearline cache (nothing is counted while nearline is off).
+CacheMiss = Literal[
+    "ineligible", "scene", "absent", "unreadable", "unavailable", "stale_version", "stale_age", "insufficient"
+]
+# What became of one user's recompute request.
+RecomputeOutcome = Literal["done", "dropped", "superseded", "no_history", "failed"]
+CacheOperation = Literal["get", "put", "invalidate"]
+CACHE_MISSES: tuple[CacheMiss, ...] = (
+    "ineligible", "scene", "absent", "unreadable", "unavailable",
+    "stale_version", "stale_age", "insufficient",
+)  # fmt: skip
+RECOMPUTE_OUTCOMES: tuple[RecomputeOutcome, ...] = ("done", "dropped", "superseded", "no_history", "failed")
+CACHE_OPERATIONS: tuple[CacheOperation, ...] = ("get", "put", "invalidate")
+STAGES: tuple[Stage, ...] = ("cache_fetch", "session_fetch", "encode", "ann", "postprocess")
 ADMIN_ACTIONS: tuple[AdminAction, ...] = ("reload", "rollback", "pin", "unpin")
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
@@ -87,12 +100,49 @@ class Metrics:
         self.events_ingested = Counter(
             "nsp_events_ingested", "Events acknowledged by the session store.", registry=r
         )
+        self.cache_hits = Counter(
+            "nsp_nearline_cache_hits", "Recalls served from the nearline top-K cache.", registry=r
+        )
+        self.cache_misses = Counter(
+            "nsp_nearline_cache_misses",
+            "Recalls the nearline cache could not answer (then computed), by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.cache_errors = Counter(
+            "nsp_nearline_cache_errors",
+            "Nearline cache calls that failed (Redis down or timing out), by operation.",
+            ["operation"],
+            registry=r,
+        )
+        self.recomputes = Counter(
+            "nsp_nearline_recomputes",
+            "Nearline recompute requests by outcome (done, dropped when the queue was full, superseded "
+            "by newer events, no_history, failed).",
+            ["outcome"],
+            registry=r,
+        )
+        self.recompute_seconds = Histogram(
+            "nsp_nearline_recompute_duration_seconds",
+            "One nearline recompute: history fetch, encode, ANN search and cache write.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.recomputes_pending = Gauge(
+            "nsp_nearline_recomputes_pending", "Users waiting for a nearline recompute.", registry=r
+        )
         for stage in STAGES:
             self.stage_seconds.labels(stage=stage)  # export every stage from the first scrape
         for reason in ("no_history", "store_unavailable"):
             self.fallbacks.labels(reason=reason)
         for operation in ("append", "recent"):
             self.store_errors.labels(operation=operation)
+        for reason in CACHE_MISSES:
+            self.cache_misses.labels(reason=reason)
+        for operation in CACHE_OPERATIONS:
+            self.cache_errors.labels(operation=operation)
+        for recompute_outcome in RECOMPUTE_OUTCOMES:
+            self.recomputes.labels(outcome=recompute_outcome)
         for action in ADMIN_ACTIONS:
             for outcome in ("ok", "failed"):
                 self.admin_actions.labels(action=action, outcome=outcome)
