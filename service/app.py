@@ -2,8 +2,9 @@
 
 ``create_app`` wires everything but starts nothing; the lifespan (run by uvicorn or by a test
 client) builds the session store and the CPU pool, loads the newest bundle, optionally seeds
-the store, and starts the bundle watcher — and undoes all of it on shutdown. The service is
-live as soon as it accepts connections and ready once a bundle is loaded.
+the store, and starts the bundle watcher (and, in nearline mode, the recompute workers) — and
+undoes all of it on shutdown. The service is live as soon as it accepts connections and ready
+once a bundle is loaded.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from service import admin
 from service.dependencies import BundleDep, Services, ServicesDep
 from service.errors import LimitExceeded, install_error_handlers
 from service.metrics import Metrics
+from service.nearline import Nearline, NearlineConfig
 from service.recall import RecallPipeline
 from service.registry import BundleRegistry, BundleWatcher
 from service.runtime import LoadedBundle
@@ -42,6 +44,7 @@ from service.seed import seed_store
 from service.serving_record import ServingRecord
 from service.settings import Settings
 from service.store import SessionStore, StoreUnavailable, store_from_settings
+from service.topk_cache import TopKCache, topk_cache_from_settings
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,10 @@ async def recall(body: RecallRequest, services: ServicesDep, bundle: BundleDep) 
         raise LimitExceeded(
             f"{len(body.exclude_item_ids)} exclude_item_ids exceed max_exclude_ids={settings.max_exclude_ids}"
         )
+    if services.nearline is not None:
+        cached = await services.nearline.cached(bundle, body, k)
+        if cached is not None:
+            return cached
     return await services.pipeline.recall(bundle, body, k)
 
 
@@ -73,6 +80,8 @@ async def events(body: EventsRequest, services: ServicesDep) -> EventsAccepted:
         services.metrics.store_errors.labels(operation="append").inc()
         raise
     services.metrics.events_ingested.inc(accepted)
+    if services.nearline is not None:  # invalidates the users' cached lists; recomputes are not awaited
+        await services.nearline.events_stored(event.user_id for event in body.events)
     return EventsAccepted(accepted=accepted)
 
 
@@ -155,6 +164,7 @@ def create_app(
     store: SessionStore | None = None,
     registry: BundleRegistry | None = None,
     *,
+    topk_cache: TopKCache | None = None,
     seed_events: Path | None = None,
     seed_users: int | None = None,
 ) -> FastAPI:
@@ -164,6 +174,9 @@ def create_app(
     lifespan builds one from ``settings`` (Redis if ``redis_url`` is set) and closes it.
     ``registry``: when None, one over ``settings.bundle_root`` loading ``LoadedBundle``s and
     keeping this instance's serving record; the app exports the registry's ``metrics``.
+    ``topk_cache``: the nearline cache when ``settings.nearline_enabled``, used as given and left
+    open (the caller owns it); when None the lifespan builds one (the session store's Redis, or
+    in memory) and closes it.
     ``seed_events``: an event-log CSV appended to the store at start-up (first ``seed_users``
     distinct users only, if given).
     """
@@ -181,6 +194,8 @@ def create_app(
         session_store = store if store is not None else store_from_settings(settings)
         executor = ThreadPoolExecutor(settings.cpu_workers, thread_name_prefix="nsp-cpu")
         watcher = BundleWatcher(bundles, settings.watch_interval_s)
+        nearline: Nearline | None = None
+        cache: TopKCache | None = None
         try:
             await bundles.refresh()
             if bundles.current() is None:
@@ -190,11 +205,21 @@ def create_app(
             pipeline = RecallPipeline(
                 session_store, executor, metrics, history_limit=settings.store_max_events
             )
-            app.state.services = Services(settings, session_store, bundles, pipeline, metrics)
+            if settings.nearline_enabled:
+                cache = topk_cache if topk_cache is not None else topk_cache_from_settings(settings)
+                nearline = Nearline(
+                    pipeline, bundles.current, cache, metrics, NearlineConfig.from_settings(settings)
+                )
+                nearline.start()
+            app.state.services = Services(settings, session_store, bundles, pipeline, metrics, nearline)
             watcher.start()
             yield
         finally:
             await watcher.stop()
+            if nearline is not None:
+                await nearline.stop()
+            if cache is not None and topk_cache is None:
+                await cache.close()
             await bundles.close()
             executor.shutdown(wait=True, cancel_futures=True)
             if store is None:

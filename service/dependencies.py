@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 
 from service.errors import NoBundleLoaded
 from service.metrics import Metrics
+from service.nearline import Nearline
 from service.recall import RecallPipeline
 from service.registry import BundleRegistry
 from service.runtime import Bundle
@@ -25,6 +26,7 @@ class Services:
     registry: BundleRegistry
     pipeline: RecallPipeline
     metrics: Metrics
+    nearline: Nearline | None = None  # None unless NSP_NEARLINE_ENABLED
 
 
 async def _services(request: Request) -> Services:

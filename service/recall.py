@@ -2,7 +2,8 @@
 
 Stages (each timed in ``nsp_recall_stage_duration_seconds``): ``session_fetch`` from the
 store on the event loop; ``encode`` (tokens + encoder) and ``ann`` in the CPU thread pool (ONNX Runtime and
-hnswlib never run on the event loop); ``postprocess`` maps labels to item ids.
+hnswlib never run on the event loop); ``postprocess`` maps labels to item ids. The nearline
+recompute (``service.nearline``) runs the same stages through ``top_k``, so they are timed too.
 
 Results honour the API contract: exactly ``k`` items unless the catalog minus exclusions has
 fewer. Users without history get the bundle's popularity fallback; when the store fails the
@@ -56,9 +57,8 @@ class RecallPipeline:
         excluded = set(request.exclude_item_ids)
         try:
             with self._metrics.stage("session_fetch"):
-                events = await self._store.recent(request.user_id, self._history_limit)
+                events = await self._history(request.user_id)
         except StoreUnavailable as exc:
-            self._metrics.store_errors.labels(operation="recent").inc()
             self._metrics.degraded.inc()
             log.warning("session store unavailable, answering with the fallback: %s", exc)
             return self._fallback(bundle, request, k, excluded, degraded=True)
@@ -66,24 +66,7 @@ class RecallPipeline:
             return self._fallback(bundle, request, k, excluded, degraded=False)
         if request.exclude_seen:
             excluded.update(event.item_id for event in events)
-        excluded_labels = {label for item in excluded if (label := bundle.vocab.item_index(item)) is not None}
-        infer = functools.partial(
-            _encode_and_search,
-            bundle,
-            self._metrics,
-            events,
-            request.scene,
-            int(self._clock()),
-            k,
-            excluded_labels,
-        )
-        labels, scores = await asyncio.get_running_loop().run_in_executor(self._executor, infer)
-        with self._metrics.stage("postprocess"):
-            ids = bundle.vocab.item_ids[labels].tolist() if len(labels) else []
-            items = [
-                RecalledItem(item_id=str(i), score=float(s))
-                for i, s in zip(ids, scores.tolist(), strict=True)
-            ]
+        items = await self._rank(bundle, events, request.scene, int(self._clock()), k, excluded)
         return RecallResponse(
             user_id=request.user_id,
             bundle_version=bundle.version,
@@ -92,13 +75,42 @@ class RecallPipeline:
             items=items,
         )
 
-    async def sessions(self, user_id: str, limit: int) -> list[SessionOut]:
-        """The user's ``limit`` most recent sessions, newest first. Raises ``StoreUnavailable``."""
+    async def top_k(
+        self, bundle: Bundle, user_id: str, scene: str, k: int, now: float
+    ) -> list[RecalledItem] | None:
+        """What ``recall`` answers for ``{user_id, scene, k, exclude_seen: true}`` at time ``now``
+        (the query context's time), or None when the user has no history (``recall`` would
+        answer the fallback). For the nearline recompute. Raises ``StoreUnavailable``.
+        """
+        with self._metrics.stage("session_fetch"):
+            events = await self._history(user_id)
+        if not events:
+            return None
+        return await self._rank(bundle, events, scene, int(now), k, {event.item_id for event in events})
+
+    async def _history(self, user_id: str) -> list[Event]:
         try:
-            events = await self._store.recent(user_id, self._history_limit)
+            return await self._store.recent(user_id, self._history_limit)
         except StoreUnavailable:
             self._metrics.store_errors.labels(operation="recent").inc()
             raise
+
+    async def _rank(
+        self, bundle: Bundle, events: list[Event], scene: str, now: int, k: int, excluded: set[str]
+    ) -> list[RecalledItem]:
+        excluded_labels = {label for item in excluded if (label := bundle.vocab.item_index(item)) is not None}
+        infer = functools.partial(
+            _encode_and_search, bundle, self._metrics, events, scene, now, k, excluded_labels
+        )
+        labels, scores = await asyncio.get_running_loop().run_in_executor(self._executor, infer)
+        with self._metrics.stage("postprocess"):
+            ids = bundle.vocab.item_ids[labels].tolist() if len(labels) else []
+            pairs = zip(ids, scores.tolist(), strict=True)
+            return [RecalledItem(item_id=str(i), score=float(s)) for i, s in pairs]
+
+    async def sessions(self, user_id: str, limit: int) -> list[SessionOut]:
+        """The user's ``limit`` most recent sessions, newest first. Raises ``StoreUnavailable``."""
+        events = await self._history(user_id)
         return [_session_out(s) for s in reversed(group_sessions(events)[-limit:])]
 
     def _fallback(

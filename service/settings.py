@@ -86,6 +86,38 @@ class Settings(BaseSettings):
         le=API_MAX_EXCLUDE_IDS,
         description="Most exclude_item_ids per request.",
     )
+    # Nearline mode (docs/architecture.md#nearline): an event ingest recomputes the user's top-K
+    # in the background; recalls that the cached list can answer exactly are served from it.
+    nearline_enabled: bool = Field(
+        default=False, description="Recompute top-K after ingest and serve eligible recalls from it."
+    )
+    nearline_k: int = Field(
+        default=200,
+        ge=1,
+        le=API_MAX_K,
+        # Larger than the usual k so that a request's exclude_item_ids still leave k items.
+        description="Items cached per user (at most max_k); recalls asking for more are computed.",
+    )
+    nearline_max_age_s: float = Field(
+        default=600.0,
+        gt=0,
+        # The cached list was computed with the context (hour, weekday) of its computation time.
+        description="A cached top-K older than this is not served (also its Redis TTL).",
+    )
+    nearline_scene: str = Field(
+        default="default",
+        min_length=1,
+        max_length=64,
+        description="Scene the recompute uses; only recalls for this scene are served from the cache.",
+    )
+    nearline_max_pending: int = Field(
+        default=1000, ge=1, description="Users waiting for a recompute; ingests beyond it are not queued."
+    )
+    nearline_concurrency: int = Field(
+        default=1,
+        ge=1,
+        description="Recomputes running at once, each on a CPU-pool thread (at most cpu_workers).",
+    )
     admin_token: SecretStr | None = Field(
         default=None,
         description="Bearer token for /v1/admin/*; unset disables the admin endpoints (403).",
@@ -103,6 +135,13 @@ class Settings(BaseSettings):
     def _check(self) -> Self:
         if self.default_k > self.max_k:
             raise ValueError(f"default_k ({self.default_k}) exceeds max_k ({self.max_k})")
+        if self.nearline_k > self.max_k:
+            raise ValueError(f"nearline_k ({self.nearline_k}) exceeds max_k ({self.max_k})")
+        # More recomputes at once than pool threads would only queue ahead of requests.
+        if self.nearline_concurrency > self.cpu_workers:
+            raise ValueError(
+                f"nearline_concurrency ({self.nearline_concurrency}) exceeds cpu_workers ({self.cpu_workers})"
+            )
         return self
 
     @field_validator("admin_token")

@@ -9,7 +9,7 @@ directory with a tiny hand-built ONNX encoder, for tests of the real loading pat
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from fastapi import FastAPI
 
 from index.ann import ItemIndex
 from index.bundle import (
@@ -38,6 +39,7 @@ from service.registry import BundleRegistry
 from service.runtime import ALL_SCENES, Bundle
 from service.settings import Settings
 from service.store import InMemorySessionStore, SessionStore, StoreUnavailable
+from service.topk_cache import CacheUnavailable, TopKCache
 
 SCENES = ("default", "search", "feed")
 
@@ -148,6 +150,22 @@ class FailingStore:
         return None
 
 
+class FailingCache:
+    """A ``TopKCache`` whose backend is down."""
+
+    async def get(self, user_id: str) -> bytes | None:
+        raise CacheUnavailable("top-K cache read failed: ConnectionError: connection refused")
+
+    async def put(self, user_id: str, value: bytes, ttl_s: float) -> None:
+        raise CacheUnavailable("top-K cache write failed: ConnectionError: connection refused")
+
+    async def delete(self, user_ids: Collection[str]) -> None:
+        raise CacheUnavailable("top-K cache delete failed: ConnectionError: connection refused")
+
+    async def close(self) -> None:
+        return None
+
+
 def registry_of(root: Path, *bundles: Bundle, metrics: Metrics | None = None) -> BundleRegistry:
     """A real registry over ``root`` whose loader hands out the given bundles by version.
 
@@ -245,6 +263,32 @@ def write_real_bundle(
 
 
 @asynccontextmanager
+async def serving_app(
+    root: Path,
+    *bundles: Bundle,
+    store: SessionStore | None = None,
+    registry: BundleRegistry | None = None,
+    topk_cache: TopKCache | None = None,
+    **settings: Any,
+) -> AsyncIterator[tuple[httpx.AsyncClient, FastAPI]]:
+    """An HTTP client on ``create_app`` with its lifespan running (bundles via ``registry_of``),
+    and the app (its ``state.services`` once the lifespan runs)."""
+    config = Settings(**{"bundle_root": root, "redis_url": None, "watch_interval_s": 60, **settings})
+    app = create_app(
+        config,
+        store or InMemorySessionStore(),
+        registry or registry_of(root, *bundles),
+        topk_cache=topk_cache,
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://nsp") as client,
+    ):
+        yield client, app
+
+
+@asynccontextmanager
 async def serving(
     root: Path,
     *bundles: Bundle,
@@ -252,14 +296,8 @@ async def serving(
     registry: BundleRegistry | None = None,
     **settings: Any,
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client on ``create_app`` with its lifespan running (bundles via ``registry_of``)."""
-    config = Settings(**{"bundle_root": root, "redis_url": None, "watch_interval_s": 60, **settings})
-    app = create_app(config, store or InMemorySessionStore(), registry or registry_of(root, *bundles))
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://nsp") as client,
-    ):
+    """``serving_app``'s client alone."""
+    async with serving_app(root, *bundles, store=store, registry=registry, **settings) as (client, _):
         yield client
 
 

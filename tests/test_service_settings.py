@@ -23,6 +23,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "NSP_DEFAULT_K",
         "NSP_ADMIN_TOKEN",
         "NSP_INSTANCE_NAME",
+        "NSP_NEARLINE_ENABLED",
+        "NSP_NEARLINE_K",
     ):
         monkeypatch.delenv(name, raising=False)
 
@@ -73,6 +75,16 @@ def test_the_admin_token_is_secret_and_long_enough(monkeypatch: pytest.MonkeyPat
     assert "hunter2" not in str(failure.value)
 
 
+def test_nearline_is_off_unless_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings()
+    assert settings.nearline_enabled is False
+    assert settings.nearline_k == 200 and settings.nearline_scene == "default"
+    monkeypatch.setenv("NSP_NEARLINE_ENABLED", "1")
+    monkeypatch.setenv("NSP_NEARLINE_K", "50")
+    settings = Settings()
+    assert settings.nearline_enabled is True and settings.nearline_k == 50
+
+
 def test_the_instance_name_defaults_to_host_and_pid(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings().instance_name == f"{socket.gethostname()}-{os.getpid()}"
     monkeypatch.setenv("NSP_INSTANCE_NAME", "recall-7f9c-2")
@@ -89,6 +101,11 @@ def test_the_instance_name_defaults_to_host_and_pid(monkeypatch: pytest.MonkeyPa
         {"instance_name": "../escape"},
         {"instance_name": ".hidden"},
         {"watch_interval_s": 3600},  # serving records would look dead to pruning between polls
+        {"nearline_k": 300, "max_k": 200},
+        {"nearline_concurrency": 3, "cpu_workers": 2},
+        {"nearline_max_age_s": 0},
+        {"nearline_max_pending": 0},
+        {"nearline_scene": ""},
     ],
 )
 def test_inconsistent_settings_fail_at_start_up(overrides: dict[str, object]) -> None:
