@@ -1,11 +1,20 @@
-"""Running the real `nsprecall` command line and finding free ports, for integration tests."""
+"""Running the real `nsprecall` command line (one-off commands and `serve` as a process), for
+integration tests."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+
+import httpx
+import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "nsprecall.cli"]
@@ -21,3 +30,42 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextmanager
+def serve_process(
+    bundles: Path, redis_url: str, *args: str, env: Mapping[str, str] | None = None
+) -> Iterator[httpx.Client]:
+    """`nsprecall serve --bundles BUNDLES` on a free port, with Redis keys under a prefix of its
+    own; yields a client once it is ready, then stops it and deletes its keys."""
+    port = free_port()
+    prefix = f"nsptest-{uuid.uuid4().hex[:8]}"
+    environment = {**os.environ, "NSP_REDIS_URL": redis_url, "NSP_STORE_KEY_PREFIX": prefix, **(env or {})}
+    command = [*CLI, "serve", "--bundles", str(bundles), "--port", str(port), *args]
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    try:
+        wait_until(lambda: client.get("/readyz").status_code == 200, 60, "readiness")
+        yield client
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(timeout=15)
+        store = redis.Redis.from_url(redis_url)
+        keys = list(store.scan_iter(f"{prefix}:*"))
+        if keys:
+            store.delete(*keys)

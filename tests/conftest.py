@@ -1,13 +1,20 @@
-"""Shared fixtures: one tiny world, trained and published through the real CLI, per test run."""
+"""Shared fixtures: one tiny world, trained and published through the real CLI, per test run;
+a Redis admin client and a fresh key prefix for tests against a real Redis."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 from cli_helpers import run_cli
+
+from service.store import redact_url
 
 TINY_WORLD = ["--users", "400", "--items", "1200", "--days", "14", "--seed", "7"]
 
@@ -15,6 +22,38 @@ TINY_WORLD = ["--users", "400", "--items", "1200", "--days", "14", "--seed", "7"
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     return os.environ.get("NSP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+async def admin(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A client of the test Redis; skips the test when there is none. Needs ``anyio_backend``."""
+    client = aioredis.Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        await client.ping()
+    except Exception as exc:
+        await client.aclose()
+        pytest.skip(f"no Redis at {redact_url(redis_url)}: {exc}")
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def prefix(admin: aioredis.Redis) -> AsyncIterator[str]:
+    """A key prefix no other test uses; its keys are deleted afterwards."""
+    prefix = f"nsptest-{uuid.uuid4().hex}"
+    yield prefix
+    keys = [key async for key in admin.scan_iter(match=f"{prefix}:*")]
+    if keys:
+        await admin.delete(*keys)
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A local port nothing listens on: a Redis that is down."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
 
 
 @pytest.fixture(scope="session")

@@ -4,31 +4,16 @@ real ONNX Runtime and hnswlib; then a second bundle published while it serves.""
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import redis
-from cli_helpers import CLI, ROOT, free_port, run_cli
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+from cli_helpers import ROOT, run_cli, serve_process, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -37,29 +22,9 @@ def served(
 ) -> Iterator[tuple[httpx.Client, Path]]:
     root = tmp_path_factory.mktemp("served_bundles")
     shutil.copytree(bundle_root / "1", root / "1")
-    port = free_port()
-    prefix = f"nsptest-{uuid.uuid4().hex[:8]}"
-    env = {
-        **os.environ,
-        "NSP_REDIS_URL": redis_url,
-        "NSP_STORE_KEY_PREFIX": prefix,
-        "NSP_WATCH_INTERVAL_S": "0.5",
-    }
     seed = ["--seed-events", str(world / "events.csv"), "--seed-users", "40"]
-    args = [*CLI, "serve", "--bundles", str(root), "--port", str(port), *seed]
-    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
-    try:
-        wait_until(lambda: client.get("/readyz").status_code == 200, 60, "readiness")
+    with serve_process(root, redis_url, *seed, env={"NSP_WATCH_INTERVAL_S": "0.5"}) as client:
         yield client, root
-    finally:
-        client.close()
-        process.terminate()
-        process.wait(timeout=15)
-        store = redis.Redis.from_url(redis_url)
-        keys = list(store.scan_iter(f"{prefix}:*"))
-        if keys:
-            store.delete(*keys)
 
 
 def seeded_user(world: Path) -> tuple[str, set[str]]:

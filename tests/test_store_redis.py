@@ -6,8 +6,7 @@ import asyncio
 import logging
 import os
 import socket
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,7 +17,7 @@ from fakes import FakeBundle, history, post_events, registry_of
 from index.features import Event
 from service.app import create_app
 from service.settings import Settings
-from service.store import RedisSessionStore, StoreUnavailable, redact_url, store_from_settings
+from service.store import RedisSessionStore, StoreUnavailable, store_from_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -29,27 +28,6 @@ TIMEOUT_S = 0.2
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture
-async def admin() -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
-    try:
-        await client.ping()
-    except Exception as exc:
-        await client.aclose()
-        pytest.skip(f"no Redis at {redact_url(REDIS_URL)}: {exc}")
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def prefix(admin: aioredis.Redis) -> AsyncIterator[str]:
-    prefix = f"nsptest-{uuid.uuid4().hex}"
-    yield prefix
-    keys = [key async for key in admin.scan_iter(match=f"{prefix}:*")]
-    if keys:
-        await admin.delete(*keys)
 
 
 def event(user: str, ts: int) -> Event:
@@ -98,14 +76,6 @@ async def test_malformed_values_are_skipped(admin: aioredis.Redis, prefix: str) 
         assert [e.ts for e in await store.recent("alice", 10)] == [1]
     finally:
         await store.close()
-
-
-@pytest.fixture
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 @pytest.fixture
