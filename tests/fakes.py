@@ -305,3 +305,15 @@ async def post_events(client: httpx.AsyncClient, events: Sequence[Event]) -> Non
     body = {"events": [asdict(event) for event in events]}
     response = await client.post("/v1/events", json=body)
     assert response.status_code == 202, response.text
+
+
+async def recall(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
+    """POST /v1/recall (for user ``alice`` unless ``user_id`` is given); asserts a 200."""
+    response = await client.post("/v1/recall", json={"user_id": "alice", **body})
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def ids(result: dict[str, Any]) -> list[str]:
+    return [item["item_id"] for item in result["items"]]

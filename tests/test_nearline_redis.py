@@ -18,6 +18,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 from cli_helpers import serve_process, wait_until
+from fakes import ids, recall
 
 from index.bundle import commit, read_manifest, staging
 from service.app import create_app
@@ -77,10 +78,6 @@ def events_of(user: str, items: list[str], start_ts: int) -> dict[str, Any]:
     }
 
 
-def ids(result: dict[str, Any]) -> list[str]:
-    return [item["item_id"] for item in result["items"]]
-
-
 @pytest.mark.anyio
 async def test_each_cached_list_is_one_key_beside_the_users_events_with_a_ttl(
     admin: aioredis.Redis, prefix: str, redis_url: str
@@ -125,13 +122,6 @@ async def cached_entry(admin: aioredis.Redis, key: str, version: int) -> TopK:
             await asyncio.sleep(0.05)
 
 
-async def recall(client: httpx.AsyncClient, user: str, **body: Any) -> dict[str, Any]:
-    response = await client.post("/v1/recall", json={"user_id": user, "scene": SCENE, **body})
-    assert response.status_code == 200, response.text
-    result: dict[str, Any] = response.json()
-    return result
-
-
 @pytest.mark.anyio
 async def test_a_cached_recall_equals_the_model_recall_until_the_bundle_changes(
     admin: aioredis.Redis, prefix: str, redis_url: str, bundles: Path, world: Path
@@ -158,8 +148,8 @@ async def test_a_cached_recall_equals_the_model_recall_until_the_bundle_changes(
         services = app.state.services
         assert (await client.post("/v1/events", json=events_of(user, history, start))).status_code == 202
         entry = await cached_entry(admin, key, version=1)
-        cached = await recall(client, user, k=K)
-        fewer = await recall(client, user, k=10, exclude_item_ids=ids(cached)[:1])
+        cached = await recall(client, user_id=user, scene=SCENE, k=K)
+        fewer = await recall(client, user_id=user, scene=SCENE, k=10, exclude_item_ids=ids(cached)[:1])
         # The model recall at the moment the entry was computed (its context's hour and weekday).
         with ThreadPoolExecutor(1) as pool:
             pipeline = RecallPipeline(
@@ -170,12 +160,12 @@ async def test_a_cached_recall_equals_the_model_recall_until_the_bundle_changes(
 
         publish_again(bundles, 2)
         await services.registry.refresh()
-        after_swap = await recall(client, user, k=K)
+        after_swap = await recall(client, user_id=user, scene=SCENE, k=K)
         left_over = decode(await admin.get(key))
         more = events_of(user, catalog_items(world, 12)[9:], start + 1800)
         assert (await client.post("/v1/events", json=more)).status_code == 202
         await cached_entry(admin, key, version=2)
-        cached_on_2 = await recall(client, user, k=K)
+        cached_on_2 = await recall(client, user_id=user, scene=SCENE, k=K)
         metrics = services.metrics
 
     assert (cached["source"], cached["bundle_version"], cached["degraded"]) == ("cache", 1, False)

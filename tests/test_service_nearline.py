@@ -10,9 +10,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from fakes import FailingCache, FailingStore, FakeBundle, history, post_events, registry_of, serving_app
+from fakes import (
+    FailingCache,
+    FailingStore,
+    FakeBundle,
+    history,
+    ids,
+    post_events,
+    recall,
+    registry_of,
+    serving_app,
+)
 from fastapi import FastAPI
 
 from index.bundle import MANIFEST
@@ -57,17 +66,6 @@ class CountingStore(InMemorySessionStore):
             self.reading.set()
             await self.gate.wait()
         return events
-
-
-async def recall(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
-    response = await client.post("/v1/recall", json={"user_id": "alice", **body})
-    assert response.status_code == 200, response.text
-    result: dict[str, Any] = response.json()
-    return result
-
-
-def ids(result: dict[str, Any]) -> list[str]:
-    return [item["item_id"] for item in result["items"]]
 
 
 def nearline_of(app: FastAPI) -> Nearline:

@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
-from fakes import FailingStore, FakeBundle, history, post_events, serving
+from fakes import FailingStore, FakeBundle, history, ids, post_events, recall, serving
 
 from index.features import Event
 from service.store import InMemorySessionStore
 
 HISTORY = ["item-0003", "item-0011", "item-0017", "item-0029", "item-0042"]
-
-
-async def recall(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
-    response = await client.post("/v1/recall", json={"user_id": "alice", **body})
-    assert response.status_code == 200, response.text
-    body_out: dict[str, Any] = response.json()
-    return body_out
-
-
-def ids(result: dict[str, Any]) -> list[str]:
-    return [item["item_id"] for item in result["items"]]
 
 
 pytestmark = pytest.mark.anyio
