@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import admin
+from service.batching import EncodeBatcher
 from service.dependencies import BundleDep, Services, ServicesDep
 from service.errors import LimitExceeded, install_error_handlers
 from service.metrics import Metrics
@@ -196,14 +197,24 @@ def create_app(
         watcher = BundleWatcher(bundles, settings.watch_interval_s)
         nearline: Nearline | None = None
         cache: TopKCache | None = None
+        batcher: EncodeBatcher | None = None
         try:
             await bundles.refresh()
             if bundles.current() is None:
                 log.warning("no loadable bundle under %s yet; not ready until one is published", bundles.root)
             if seed_events is not None:
                 await seed_store(session_store, seed_events, seed_users)
+            if settings.encode_batch_max > 1:
+                batcher = EncodeBatcher(
+                    executor, metrics, max_batch=settings.encode_batch_max, workers=settings.cpu_workers
+                )
+                batcher.start()
             pipeline = RecallPipeline(
-                session_store, executor, metrics, history_limit=settings.store_max_events
+                session_store,
+                executor,
+                metrics,
+                history_limit=settings.store_max_events,
+                batcher=batcher,
             )
             if settings.nearline_enabled:
                 cache = topk_cache if topk_cache is not None else topk_cache_from_settings(settings)
@@ -218,6 +229,8 @@ def create_app(
             await watcher.stop()
             if nearline is not None:
                 await nearline.stop()
+            if batcher is not None:
+                await batcher.stop()
             if cache is not None and topk_cache is None:
                 await cache.close()
             await bundles.close()

@@ -18,7 +18,7 @@ from typing import Literal
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-Stage = Literal["cache_fetch", "session_fetch", "encode", "ann", "postprocess"]
+Stage = Literal["cache_fetch", "session_fetch", "tokens", "encode", "ann", "postprocess"]
 FallbackReason = Literal["no_history", "store_unavailable"]
 AdminAction = Literal["reload", "rollback", "pin", "unpin"]
 # Why a recall was not served from the nearline cache (nothing is counted while nearline is off).
@@ -34,7 +34,7 @@ CACHE_MISSES: tuple[CacheMiss, ...] = (
 )  # fmt: skip
 RECOMPUTE_OUTCOMES: tuple[RecomputeOutcome, ...] = ("done", "dropped", "superseded", "no_history", "failed")
 CACHE_OPERATIONS: tuple[CacheOperation, ...] = ("get", "put", "invalidate")
-STAGES: tuple[Stage, ...] = ("cache_fetch", "session_fetch", "encode", "ann", "postprocess")
+STAGES: tuple[Stage, ...] = ("cache_fetch", "session_fetch", "tokens", "encode", "ann", "postprocess")
 ADMIN_ACTIONS: tuple[AdminAction, ...] = ("reload", "rollback", "pin", "unpin")
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
@@ -59,6 +59,12 @@ class Metrics:
             "Latency of one recall pipeline stage.",
             ["stage"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.encode_batch_size = Histogram(
+            "nsp_encode_batch_size",
+            "Requests per encoder run when micro-batching is on.",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
             registry=r,
         )
         self.bundle_version = Gauge(

@@ -1,8 +1,10 @@
 """The recall pipeline: a user's recent events → sessions → encoder → ANN → item ids.
 
 Stages (each timed in ``nsp_recall_stage_duration_seconds``): ``session_fetch`` from the
-store on the event loop; ``encode`` (tokens + encoder) and ``ann`` in the CPU thread pool (ONNX Runtime and
-hnswlib never run on the event loop); ``postprocess`` maps labels to item ids. The nearline
+store on the event loop; ``encode`` (tokens + encoder) and ``ann`` in the CPU thread pool (ONNX
+Runtime and hnswlib never run on the event loop); ``postprocess`` maps labels to item ids. With
+micro-batching (``service.batching``) the tokens are built on the loop (``tokens``) and the
+encoder run is shared with concurrent requests; the search stays per request. The nearline
 recompute (``service.nearline``) runs the same stages through ``top_k``, so they are timed too.
 
 Results honour the API contract: exactly ``k`` items unless the catalog minus exclusions has
@@ -23,6 +25,7 @@ from concurrent.futures import Executor
 import numpy as np
 
 from index.features import ACTIONS, Event, Session, build_tokens, group_sessions, stack_left_padded
+from service.batching import EncodeBatcher
 from service.metrics import Metrics
 from service.runtime import ALL_SCENES, Bundle
 from service.schemas import RecalledItem, RecallRequest, RecallResponse, SessionItem, SessionOut
@@ -45,12 +48,14 @@ class RecallPipeline:
         *,
         history_limit: int,
         clock: Callable[[], float] = time.time,
+        batcher: EncodeBatcher | None = None,
     ) -> None:
         self._store = store
         self._executor = executor
         self._metrics = metrics
         self._history_limit = history_limit
         self._clock = clock
+        self._batcher = batcher
 
     async def recall(self, bundle: Bundle, request: RecallRequest, k: int) -> RecallResponse:
         """Top-``k`` items for the request, all computed with the one ``bundle`` given."""
@@ -99,10 +104,18 @@ class RecallPipeline:
         self, bundle: Bundle, events: list[Event], scene: str, now: int, k: int, excluded: set[str]
     ) -> list[RecalledItem]:
         excluded_labels = {label for item in excluded if (label := bundle.vocab.item_index(item)) is not None}
-        infer = functools.partial(
-            _encode_and_search, bundle, self._metrics, events, scene, now, k, excluded_labels
-        )
-        labels, scores = await asyncio.get_running_loop().run_in_executor(self._executor, infer)
+        loop = asyncio.get_running_loop()
+        if self._batcher is None:
+            infer = functools.partial(
+                _encode_and_search, bundle, self._metrics, events, scene, now, k, excluded_labels
+            )
+            labels, scores = await loop.run_in_executor(self._executor, infer)
+        else:  # tokens here, the encoder run shared with concurrent requests, then the search
+            with self._metrics.stage("tokens"):
+                sequence = _tokens(bundle, events, scene, now)
+            vector = await self._batcher.encode(bundle, sequence)
+            search = functools.partial(_search, bundle, self._metrics, vector[None], k, excluded_labels)
+            labels, scores = await loop.run_in_executor(self._executor, search)
         with self._metrics.stage("postprocess"):
             ids = bundle.vocab.item_ids[labels].tolist() if len(labels) else []
             pairs = zip(ids, scores.tolist(), strict=True)
@@ -143,21 +156,32 @@ def _encode_and_search(
     k: int,
     excluded: set[int],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Runs in the CPU pool: tokens, user vector, then the top-k labels not in ``excluded``.
+    """Runs in the CPU pool: tokens, user vector, then the top-k labels not in ``excluded``."""
+    with metrics.stage("encode"):
+        sequence = _tokens(bundle, events, scene, now)
+        vector = bundle.encode(stack_left_padded([sequence]))  # (1, D)
+    return _search(bundle, metrics, vector, k, excluded)
+
+
+def _tokens(bundle: Bundle, events: list[Event], scene: str, now: int) -> np.ndarray:
+    return build_tokens(
+        group_sessions(events),
+        query_scene=scene,
+        query_ts=now,
+        vocab=bundle.vocab,
+        max_sessions=bundle.manifest.encoder.max_sessions,
+        max_items=bundle.manifest.encoder.max_items_per_session,
+    )
+
+
+def _search(
+    bundle: Bundle, metrics: Metrics, vector: np.ndarray, k: int, excluded: set[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The top-k labels for ``vector`` (1, D) not in ``excluded``.
 
     Asks the index for ``k + len(excluded)`` first, which is enough whenever the index returns
     what it is asked for, and doubles (up to the whole catalog) if it still comes up short.
     """
-    with metrics.stage("encode"):
-        sequence = build_tokens(
-            group_sessions(events),
-            query_scene=scene,
-            query_ts=now,
-            vocab=bundle.vocab,
-            max_sessions=bundle.manifest.encoder.max_sessions,
-            max_items=bundle.manifest.encoder.max_items_per_session,
-        )
-        vector = bundle.encode(stack_left_padded([sequence]))  # (1, D)
     catalog = bundle.vocab.n_items
     excluded_labels = np.fromiter(excluded, dtype=np.int64, count=len(excluded))
     want = min(k + len(excluded), catalog)

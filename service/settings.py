@@ -70,6 +70,12 @@ class Settings(BaseSettings):
         default=2, ge=1, description="Threads of the pool that runs encode + ANN search."
     )
     ann_threads: int = Field(default=1, ge=1, description="hnswlib threads per query batch.")
+    encode_batch_max: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="Micro-batching: most concurrent requests sharing one encoder run (1 = off).",
+    )
     default_k: int = Field(default=100, ge=1, description="Items returned when a recall request gives no k.")
     max_k: int = Field(
         default=API_MAX_K, ge=1, le=API_MAX_K, description="Largest k a recall request may ask for."

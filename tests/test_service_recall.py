@@ -150,3 +150,24 @@ async def test_late_events_are_ordered_by_time(tmp_path: Path, bundle: FakeBundl
         sessions = (await client.get("/v1/users/alice/sessions")).json()["sessions"]
     assert [s["request_id"] for s in sessions] == ["r2", "r1"]
     assert sessions[1]["items"] == [{"item_id": "item-0002", "action": "pay"}]
+
+
+async def test_micro_batched_recalls_equal_unbatched_ones(tmp_path: Path, bundle: FakeBundle) -> None:
+    import asyncio
+
+    users = [f"user-{n}" for n in range(12)]
+    answers = {}
+    for batch_max in (1, 8):
+        async with serving(tmp_path, bundle, encode_batch_max=batch_max) as client:
+            for n, user in enumerate(users):
+                await post_events(client, history(user, [*HISTORY[n % 5 :], f"item-00{n + 20}"]))
+            calls_before = bundle.encode_calls
+            results = await asyncio.gather(*(recall(client, user_id=u, k=10) for u in users))
+            answers[batch_max] = [ids(r) for r in results]
+            assert all(r["source"] == "model" for r in results)
+            runs = bundle.encode_calls - calls_before
+        if batch_max == 1:
+            assert runs == len(users)
+        else:
+            assert runs < len(users)  # concurrent requests shared encoder runs
+    assert answers[1] == answers[8]
