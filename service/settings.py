@@ -141,6 +141,8 @@ class Settings(BaseSettings):
     def _check(self) -> Self:
         if self.default_k > self.max_k:
             raise ValueError(f"default_k ({self.default_k}) exceeds max_k ({self.max_k})")
+        if not self.nearline_enabled:  # a deployment lowering max_k need not touch nearline_k
+            return self
         if self.nearline_k > self.max_k:
             raise ValueError(f"nearline_k ({self.nearline_k}) exceeds max_k ({self.max_k})")
         # More recomputes at once than pool threads would only queue ahead of requests.

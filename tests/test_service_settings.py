@@ -83,6 +83,8 @@ def test_nearline_is_off_unless_enabled(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("NSP_NEARLINE_K", "50")
     settings = Settings()
     assert settings.nearline_enabled is True and settings.nearline_k == 50
+    # Its limits are checked only when it is on: lowering max_k alone stays valid.
+    assert Settings(max_k=50, default_k=10, nearline_k=200, nearline_enabled=False).max_k == 50
 
 
 def test_the_instance_name_defaults_to_host_and_pid(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -101,8 +103,8 @@ def test_the_instance_name_defaults_to_host_and_pid(monkeypatch: pytest.MonkeyPa
         {"instance_name": "../escape"},
         {"instance_name": ".hidden"},
         {"watch_interval_s": 3600},  # serving records would look dead to pruning between polls
-        {"nearline_k": 300, "max_k": 200},
-        {"nearline_concurrency": 3, "cpu_workers": 2},
+        {"nearline_enabled": True, "nearline_k": 300, "max_k": 200},
+        {"nearline_enabled": True, "nearline_concurrency": 3, "cpu_workers": 2},
         {"nearline_max_age_s": 0},
         {"nearline_max_pending": 0},
         {"nearline_scene": ""},
