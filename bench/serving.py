@@ -346,8 +346,10 @@ def run_locust(port: int, rate: float, seconds: int, k: int, users: int, out: Pa
         "--headless",
         "--users",
         str(clients),
+        # Spread the clients' start over ~2 s: constant-throughput clients started together
+        # would fire in lockstep, a burst of `clients` requests every 1/per_user seconds.
         "--spawn-rate",
-        str(clients),
+        str(max(1.0, clients / 2)),
         "--run-time",
         f"{seconds}s",
         "--host",

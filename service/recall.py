@@ -183,12 +183,12 @@ def _search(
     what it is asked for, and doubles (up to the whole catalog) if it still comes up short.
     """
     catalog = bundle.vocab.n_items
-    excluded_labels = np.fromiter(excluded, dtype=np.int64, count=len(excluded))
     want = min(k + len(excluded), catalog)
     with metrics.stage("ann"):
         while True:
             labels, scores = bundle.search(vector, want)
-            keep = ~np.isin(labels[0], excluded_labels)
+            # a set lookup per candidate: np.isin sorts both arrays (~10x slower at these sizes)
+            keep = np.fromiter((label not in excluded for label in labels[0].tolist()), bool, labels.shape[1])
             labels, scores = labels[0][keep], scores[0][keep]
             if len(labels) >= k or want >= catalog:
                 return labels[:k], scores[:k]

@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     )
     ann_threads: int = Field(default=1, ge=1, description="hnswlib threads per query batch.")
     encode_batch_max: int = Field(
-        default=1,
+        default=16,
         ge=1,
         le=256,
         description="Micro-batching: most concurrent requests sharing one encoder run (1 = off).",
