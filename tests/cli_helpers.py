@@ -32,7 +32,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, poll_s: float = 0.2) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -40,26 +40,39 @@ def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None
                 return
         except httpx.HTTPError:
             pass
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(poll_s)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 @contextmanager
 def serve_process(
-    bundles: Path, redis_url: str, *args: str, env: Mapping[str, str] | None = None
+    bundles: Path,
+    redis_url: str,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    log_path: Path | None = None,
+    ready_timeout: float = 60,
+    client_timeout: float = 10,
 ) -> Iterator[httpx.Client]:
     """`nsprecall serve --bundles BUNDLES` on a free port, with Redis keys under a prefix of its
-    own; yields a client once it is ready, then stops it and deletes its keys."""
+    own; yields a client once it is ready, then stops it and deletes its keys. With
+    ``log_path`` the server's output goes there (else stderr is piped and stdout dropped)."""
     port = free_port()
     prefix = f"nsptest-{uuid.uuid4().hex[:8]}"
     environment = {**os.environ, "NSP_REDIS_URL": redis_url, "NSP_STORE_KEY_PREFIX": prefix, **(env or {})}
     command = [*CLI, "serve", "--bundles", str(bundles), "--port", str(port), *args]
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    if log_path is None:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+    else:
+        with log_path.open("w") as log:
+            process = subprocess.Popen(
+                command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT
+            )
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=client_timeout)
     try:
-        wait_until(lambda: client.get("/readyz").status_code == 200, 60, "readiness")
+        wait_until(lambda: client.get("/readyz").status_code == 200, ready_timeout, "readiness")
         yield client
     finally:
         client.close()

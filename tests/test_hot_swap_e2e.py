@@ -18,20 +18,17 @@ import os
 import random
 import re
 import shutil
-import subprocess
 import threading
 import time
-import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 import httpx
 import numpy as np
-import redis
-from cli_helpers import CLI, ROOT, free_port
+from cli_helpers import serve_process, wait_until
 
 from index.bundle import ENCODER_FILE, POPULARITY_FILE, PROBE_FILE, commit, read_manifest, staging
 from index.vocab import ITEMS_FILE, VOCAB_FILE, Vocabulary
@@ -87,18 +84,6 @@ def seeded_users(world: Path) -> list[str]:
     return list(users)[:SEED_USERS]
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 def metric(client: httpx.Client, name: str) -> float:
     found = re.search(rf"^{name} (\S+)$", client.get("/metrics").text, re.MULTILINE)
     assert found, f"{name} not exported"
@@ -108,32 +93,16 @@ def metric(client: httpx.Client, name: str) -> float:
 @contextmanager
 def serve(root: Path, world: Path, redis_url: str, log_path: Path, instance: str) -> Iterator[httpx.Client]:
     """`nsprecall serve` on ``root`` with the first users of ``world`` seeded into Redis."""
-    port = free_port()
-    prefix = f"nsptest-{uuid.uuid4().hex[:8]}"
     env = {
-        **os.environ,
-        "NSP_REDIS_URL": redis_url,
-        "NSP_STORE_KEY_PREFIX": prefix,
         "NSP_WATCH_INTERVAL_S": str(WATCH_INTERVAL_S),
         "NSP_ADMIN_TOKEN": ADMIN_TOKEN,
         "NSP_INSTANCE_NAME": instance,
     }
     seed = ["--seed-events", str(world / "events.csv"), "--seed-users", str(SEED_USERS)]
-    args = [*CLI, "serve", "--bundles", str(root), "--port", str(port), *seed]
-    with log_path.open("w") as log:
-        process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-    try:
-        wait_until(lambda: client.get("/readyz").status_code == 200, 90, "readiness")
+    with serve_process(
+        root, redis_url, *seed, env=env, log_path=log_path, ready_timeout=90, client_timeout=30
+    ) as client:
         yield client
-    finally:
-        client.close()
-        process.terminate()
-        process.wait(timeout=15)
-        store = redis.Redis.from_url(redis_url)
-        keys = list(store.scan_iter(f"{prefix}:*"))
-        if keys:
-            store.delete(*keys)
 
 
 @dataclasses.dataclass
