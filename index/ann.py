@@ -77,16 +77,24 @@ class ItemIndex:
         return labels.astype(np.int64), scores.astype(np.float32)
 
 
-def exact_top_k(items: np.ndarray, queries: np.ndarray, k: int, space: str, chunk: int = 256) -> np.ndarray:
-    """(Q, k) labels of the true nearest items under ``space`` (brute force, numpy)."""
+def exact_top_k(
+    items: np.ndarray, queries: np.ndarray, k: int, space: str = "ip", chunk: int = 256
+) -> np.ndarray:
+    """(Q, min(k, N)) labels of the true nearest items under ``space``, best first (brute
+    force, numpy; ``chunk`` queries at a time bounds the (chunk, N) score matrix)."""
+    k = min(k, len(items))
+    out = np.empty((len(queries), k), dtype=np.int64)
+    if k == 0:
+        return out
     if space == "cosine":
         items = items / np.maximum(np.linalg.norm(items, axis=1, keepdims=True), 1e-12)
-    out = np.empty((len(queries), k), dtype=np.int64)
     for start in range(0, len(queries), chunk):
         q = queries[start : start + chunk]
         # l2: -|x - q|² ranks like 2 q·x - |x|² (|q|² is the same for every item)
         scores = 2 * q @ items.T - np.sum(items**2, axis=1)[None, :] if space == "l2" else q @ items.T
-        out[start : start + chunk] = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1)
+        out[start : start + chunk] = np.take_along_axis(top, order, axis=1)
     return out
 
 

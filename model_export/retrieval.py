@@ -11,24 +11,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from index.ann import ItemIndex
+from index.ann import ItemIndex, exact_top_k
 from index.vocab import Vocabulary
 from model_export.data import EvalCase
 from model_export.ranking import fetch_width, seen_items, top_k_unseen
-
-
-def topk_exact(users: np.ndarray, items: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
-    """(N, k) item indices by descending inner product, exact over all items."""
-    k = min(k, len(items))
-    ranked = np.empty((len(users), k), dtype=np.int64)
-    if k == 0:
-        return ranked
-    for start in range(0, len(users), chunk):
-        scores = users[start : start + chunk] @ items.T  # (n, M)
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1)
-        ranked[start : start + chunk] = np.take_along_axis(top, order, axis=1)
-    return ranked
 
 
 class VectorRanker:
@@ -60,7 +46,7 @@ class VectorRanker:
         seen = seen_items(cases, self.vocab) if exclude_seen else None
         width = fetch_width(k, seen, len(self.items))
         if self.index is None:
-            candidates = topk_exact(users, self.items, width)
+            candidates = exact_top_k(self.items, users, width, chunk=1024)
         else:
             candidates, _ = self.index.search(users, width)
         return top_k_unseen(candidates, k, seen)

@@ -9,14 +9,14 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from index.ann import ItemIndex
+from index.ann import ItemIndex, exact_top_k
 from index.bundle import HnswParams
 from index.features import ACTION_CODE, Session
 from index.vocab import Vocabulary
 from model_export.data import EvalCase
 from model_export.metrics import hit_metrics
 from model_export.ranking import evaluate, rank_all
-from model_export.retrieval import VectorRanker, topk_exact
+from model_export.retrieval import VectorRanker
 
 CLICK, EXPOSURE = ACTION_CODE["click"], ACTION_CODE["exposure"]
 
@@ -99,7 +99,7 @@ def test_exclude_seen_drops_every_history_item_and_still_returns_k() -> None:
     vocab = make_vocab(50)
     items = rng.standard_normal((50, 8)).astype(np.float32)
     users = rng.standard_normal((3, 8)).astype(np.float32)
-    favourites = topk_exact(users, items, 10)
+    favourites = exact_top_k(items, users, 10)
     # Each user's history holds their own 7 top items: 4 only exposed, 3 paid for.
     cases = []
     for n in range(3):
@@ -114,7 +114,7 @@ def test_exclude_seen_drops_every_history_item_and_still_returns_k() -> None:
     for n in range(3):
         assert not set(without[n].tolist()) & set(favourites[n, :7].tolist())
         # What is left is the exact ranking's next 10 items, in order.
-        assert without[n].tolist() == topk_exact(users[n : n + 1], items, 17)[0, 7:].tolist()
+        assert without[n].tolist() == exact_top_k(items, users[n : n + 1], 17)[0, 7:].tolist()
 
 
 def test_exclude_seen_pads_when_the_catalog_runs_out() -> None:
@@ -150,7 +150,7 @@ def test_per_k_ranking_matches_the_prefix_for_exact_search() -> None:
     vocab = make_vocab(300)
     items = rng.standard_normal((300, 8)).astype(np.float32)
     users = rng.standard_normal((40, 8)).astype(np.float32)
-    top = topk_exact(users, items, 30)
+    top = exact_top_k(items, users, 30)
     # Targets spread over ranks 0..29 so the metrics differ between K = 5 and K = 30.
     cases = [case(f"u{n}", [session(1, (int(top[n, -1]), CLICK))], [int(top[n, n % 30])]) for n in range(40)]
     ranker = exact_ranker(users, items, vocab)
