@@ -41,6 +41,12 @@ def load_run(run_dir: Path) -> tuple[NSPModel, dict[str, Any], Vocabulary]:
     return model.eval(), checkpoint, Vocabulary.load(run_dir)
 
 
+def _random_items(rng: np.random.Generator, vocab: Vocabulary, max_picks: int) -> list[tuple[str, int]]:
+    """1..max_picks-1 random catalog items, each with a random action (exposure..cart)."""
+    picks = rng.integers(0, vocab.n_items, size=int(rng.integers(1, max_picks)))
+    return [(str(vocab.item_ids[i]), int(rng.integers(1, 5))) for i in picks]
+
+
 def probe_sequences(vocab: Vocabulary, max_sessions: int, max_items: int, seed: int = 0) -> list[np.ndarray]:
     """Deterministic synthetic histories of several lengths, one holding an unknown item id."""
     rng = np.random.default_rng(seed)
@@ -49,8 +55,7 @@ def probe_sequences(vocab: Vocabulary, max_sessions: int, max_items: int, seed: 
     for n_sessions in PROBE_LENGTHS:
         sessions = []
         for j in range(n_sessions):
-            picks = rng.integers(0, vocab.n_items, size=int(rng.integers(1, 6)))
-            items = [(str(vocab.item_ids[i]), int(rng.integers(1, 5))) for i in picks]
+            items = _random_items(rng, vocab, 6)
             if j == 0:
                 items.append(("__not_in_catalog__", 1))
             sessions.append(Session(f"probe{j}", PROBE_TS + 3600 * j, scenes[j % len(scenes)], tuple(items)))
@@ -70,8 +75,7 @@ def query_sample(
     for _ in range(n):
         sessions = []
         for j in range(int(rng.integers(1, 11))):
-            picks = rng.integers(0, vocab.n_items, size=int(rng.integers(1, 8)))
-            items = tuple((str(vocab.item_ids[i]), int(rng.integers(1, 5))) for i in picks)
+            items = tuple(_random_items(rng, vocab, 8))
             sessions.append(Session(f"q{j}", PROBE_TS + 3600 * j, scenes[j % len(scenes)], items))
         scene = scenes[int(rng.integers(0, len(scenes)))]
         sequences.append(build_tokens(sessions, scene, PROBE_TS + 86400, vocab, max_sessions, max_items))
