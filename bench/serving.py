@@ -238,14 +238,11 @@ async def measure_in_process(
         bundle.search(v, k)
         ann.append(time.perf_counter() - started)
 
-    exact, hits = [], []
+    exact = []
     for v in vectors[: min(50, len(vectors))]:
         started = time.perf_counter()
-        scores = items @ v[0]
-        top = np.argpartition(-scores, k)[:k]
+        exact_top_k(items, v, k, manifest.hnsw.space)
         exact.append(time.perf_counter() - started)
-        labels, _ = bundle.search(v, k)
-        hits.append(len(set(top.tolist()) & set(labels[0].tolist())) / k)
 
     # ef ladder on the bundle's own index file: recall@k vs exact and query latency per ef
     manifest_hnsw = manifest.hnsw
@@ -290,7 +287,7 @@ async def measure_in_process(
     return {
         "floors": floors,
         "floor_sum_p50_ms": floor_sum,
-        "ann_recall_at_k": statistics.mean(hits),
+        "ann_recall_at_k": next(r["recall"] for r in ladder if r["ef"] == manifest_hnsw.ef_search),
         "ef_ladder": ladder,
         "pipeline": pipeline_summary,
         "pipeline_over_floors": pipeline_summary["p50_ms"] / floor_sum,
@@ -408,15 +405,13 @@ def run_open_loop(port: int, rate: float, seconds: int, k: int, users: int) -> d
                 await asyncio.sleep(random.expovariate(rate))
             await asyncio.gather(*tasks)
             elapsed = time.perf_counter() - started
-        ms = np.asarray(latencies) * 1000
+        stats = summarise(latencies)
         return {
             "target_rps": rate,
-            "achieved_rps": len(ms) / elapsed,
-            "requests": len(ms),
+            "achieved_rps": len(latencies) / elapsed,
+            "requests": len(latencies),
             "failures": failures,
-            "p50_ms": float(np.percentile(ms, 50)),
-            "p90_ms": float(np.percentile(ms, 90)),
-            "p99_ms": float(np.percentile(ms, 99)),
+            **{q: stats[q] for q in ("p50_ms", "p90_ms", "p99_ms")},
         }
 
     return asyncio.run(drive())
