@@ -27,8 +27,9 @@ from service import admin
 from service.batching import EncodeBatcher
 from service.dependencies import BundleDep, Services, ServicesDep
 from service.errors import LimitExceeded, install_error_handlers
-from service.metrics import Metrics
+from service.metrics import Metrics, forget_this_process
 from service.nearline import Nearline, NearlineConfig
+from service.pin_file import PinFile
 from service.recall import RecallPipeline
 from service.registry import BundleRegistry, BundleWatcher
 from service.runtime import LoadedBundle
@@ -183,10 +184,14 @@ def create_app(
     """
     if registry is None:
         loader = functools.partial(
-            LoadedBundle.load, encoder_threads=settings.encoder_threads, ann_threads=settings.ann_threads
+            LoadedBundle.load,
+            encoder_threads=settings.encoder_threads,
+            ann_threads=settings.ann_threads,
+            provider=settings.encoder_provider,
         )
         record = ServingRecord(settings.bundle_root, settings.instance_name)
-        registry = BundleRegistry(settings.bundle_root, loader, record=record)
+        pins = PinFile(settings.pin_file) if settings.pin_file is not None else None
+        registry = BundleRegistry(settings.bundle_root, loader, record=record, pin_file=pins)
     bundles = registry
     metrics = bundles.metrics
 
@@ -237,6 +242,7 @@ def create_app(
             executor.shutdown(wait=True, cancel_futures=True)
             if store is None:
                 await session_store.close()
+            forget_this_process()
 
     app = FastAPI(title="nsp-recall", version="1", lifespan=lifespan)
     app.include_router(router)

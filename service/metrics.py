@@ -6,16 +6,22 @@ status classes, stages and reasons are enums — never user or item ids. Duratio
 seconds (the Prometheus convention) with buckets resolving sub-millisecond to seconds.
 
 prometheus_client metrics are thread-safe; observe from any thread.
+
+With several server processes (``workers`` > 1) the server sets ``PROMETHEUS_MULTIPROC_DIR``
+before the workers start: every process writes its values there and ``render`` aggregates all
+of them, so a scrape reaching any process sees the whole instance. Counters and histograms are
+summed; the bundle gauges keep one series per live process (a ``pid`` label).
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 Stage = Literal["cache_fetch", "session_fetch", "tokens", "encode", "ann", "postprocess"]
@@ -36,6 +42,10 @@ RECOMPUTE_OUTCOMES: tuple[RecomputeOutcome, ...] = ("done", "dropped", "supersed
 CACHE_OPERATIONS: tuple[CacheOperation, ...] = ("get", "put", "invalidate")
 STAGES: tuple[Stage, ...] = ("cache_fetch", "session_fetch", "tokens", "encode", "ann", "postprocess")
 ADMIN_ACTIONS: tuple[AdminAction, ...] = ("reload", "rollback", "pin", "unpin")
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# prometheus_client.multiprocess has no annotations; these are its signatures.
+_collect_processes: Callable[[CollectorRegistry], object] = multiprocess.MultiProcessCollector
+_mark_process_dead: Callable[[int], None] = multiprocess.mark_process_dead
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
 )  # fmt: skip
@@ -68,17 +78,26 @@ class Metrics:
             registry=r,
         )
         self.bundle_version = Gauge(
-            "nsp_bundle_version", "Version of the bundle being served (0 = none loaded).", registry=r
+            "nsp_bundle_version",
+            "Version of the bundle being served (0 = none loaded).",
+            registry=r,
+            multiprocess_mode="liveall",
         )
         self.bundle_loaded_at = Gauge(
-            "nsp_bundle_loaded_timestamp_seconds", "Unix time the served bundle was swapped in.", registry=r
+            "nsp_bundle_loaded_timestamp_seconds",
+            "Unix time the served bundle was swapped in.",
+            registry=r,
+            multiprocess_mode="liveall",
         )
         self.bundle_swaps = Counter("nsp_bundle_swaps", "Bundles swapped in.", registry=r)
         self.bundle_load_failures = Counter(
             "nsp_bundle_load_failures", "Bundle versions that failed to load or validate.", registry=r
         )
         self.bundle_pinned = Gauge(
-            "nsp_bundle_pinned", "1 while an operator pins the served version, else 0.", registry=r
+            "nsp_bundle_pinned",
+            "1 while an operator pins the served version, else 0.",
+            registry=r,
+            multiprocess_mode="liveall",
         )
         self.serving_record_failures = Counter(
             "nsp_serving_record_write_failures",
@@ -135,7 +154,10 @@ class Metrics:
             registry=r,
         )
         self.recomputes_pending = Gauge(
-            "nsp_nearline_recomputes_pending", "Users waiting for a nearline recompute.", registry=r
+            "nsp_nearline_recomputes_pending",
+            "Users waiting for a nearline recompute.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         for stage in STAGES:
             self.stage_seconds.labels(stage=stage)  # export every stage from the first scrape
@@ -167,4 +189,15 @@ class Metrics:
         self.bundle_loaded_at.set(time.time())
 
     def render(self) -> bytes:
+        """The exposition text: this process's metrics, or every process's in multiprocess mode."""
+        if os.environ.get(MULTIPROCESS_DIR_ENV):
+            aggregate = CollectorRegistry()
+            _collect_processes(aggregate)
+            return generate_latest(aggregate)
         return generate_latest(self.registry)
+
+
+def forget_this_process() -> None:
+    """In multiprocess mode, drop this process's live gauges (call when it stops serving)."""
+    if os.environ.get(MULTIPROCESS_DIR_ENV):
+        _mark_process_dead(os.getpid())

@@ -18,6 +18,10 @@ poll after a swap or failed load hands it back to the OS (``malloc_trim``).
 
 Every state change, and every watcher poll as a heartbeat, rewrites this instance's serving
 record (``service.serving_record``) so that pruning never deletes the version it serves.
+
+With several server processes, each has its own registry; a ``PinFile`` shared between them
+carries the pin: the process that takes the admin call writes it, the others apply it at their
+next poll (``service.pin_file``).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from pathlib import Path
 
 from index.bundle import list_versions
 from service.metrics import Metrics
+from service.pin_file import PinFile
 from service.runtime import Bundle
 from service.serving_record import ServingRecord
 
@@ -100,6 +105,7 @@ class BundleRegistry:
         metrics: Metrics | None = None,
         executor: Executor | None = None,
         record: ServingRecord | None = None,
+        pin_file: PinFile | None = None,
         retry_base_s: float = 10.0,
         retry_max_s: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
@@ -109,6 +115,8 @@ class BundleRegistry:
         self._loader = loader
         self._executor = executor
         self._record = record
+        self._pin_file = pin_file
+        self._pin_ignored: int | None = None  # a shared pin to a version not under the root, logged once
         self._retry_base_s = retry_base_s
         self._retry_max_s = retry_max_s
         self._clock = clock
@@ -132,13 +140,16 @@ class BundleRegistry:
 
         Candidates are tried newest first; a version that fails (or is in back-off after
         failing) is skipped in favour of the next older one that is still newer than the
-        current bundle. Returns the bundle swapped in, if any. Never raises for a bad bundle.
+        current bundle. A pin shared by another process (``pin_file``) is applied first.
+        Returns the bundle swapped in, if any. Never raises for a bad bundle.
         """
         async with self._lock:
             if self._trim_pending:  # set by an earlier call: the old bundle's requests are done
                 self._trim_pending = False
                 await asyncio.to_thread(release_freed_memory)
-            bundle = None if self._pinned else await self._upgrade(ignore_backoff=False)
+            bundle = await self._follow_shared_pin()
+            if not self._pinned:
+                bundle = await self._upgrade(ignore_backoff=False) or bundle
             await self._write_record()
             return bundle
 
@@ -148,6 +159,7 @@ class BundleRegistry:
         While pinned it loads nothing (unpin first). Raises ``BundleRootUnavailable``.
         """
         async with self._lock:
+            await self._follow_shared_pin()
             if self._pinned:
                 log.info("reload: pinned to bundle %s, nothing to do", self._served())
                 return None
@@ -171,6 +183,7 @@ class BundleRegistry:
                 bundle = await self._load(version)
                 self._swap(bundle)
             self._set_pinned(True)
+            await self._share_pin()
             await self._write_record()
             return bundle
 
@@ -200,6 +213,7 @@ class BundleRegistry:
                     continue
                 self._swap(bundle)
                 self._set_pinned(True)
+                await self._share_pin()
                 await self._write_record()
                 return bundle
             raise BundleLoadFailed(f"no older version loads, still serving {served}: " + "; ".join(reasons))
@@ -211,6 +225,7 @@ class BundleRegistry:
         """
         async with self._lock:
             self._set_pinned(False)
+            await self._share_pin()
             bundle = await self._upgrade(ignore_backoff=False)
             await self._write_record()
             return bundle
@@ -319,6 +334,44 @@ class BundleRegistry:
             log.info("%s bundle %s", "pinned" if pinned else "unpinned", self._served())
         self._pinned = pinned
         self.metrics.bundle_pinned.set(1 if pinned else 0)
+
+    async def _share_pin(self) -> None:
+        if self._pin_file is not None:
+            await asyncio.to_thread(self._pin_file.write, self._served() if self._pinned else None)
+
+    async def _follow_shared_pin(self) -> Bundle | None:
+        """Apply the pin another process shared; returns the bundle swapped in, if any."""
+        if self._pin_file is None or (shared := await asyncio.to_thread(self._pin_file.read)) is None:
+            return None
+        version = shared.version
+        if version is None:
+            if self._pinned:
+                log.info("unpinned by another process")
+                self._set_pinned(False)
+            return None
+        if self._served() == version:
+            self._set_pinned(True)
+            return None
+        if self._in_backoff(version):
+            return None
+        try:
+            listed = version in await self._list()
+        except BundleRootUnavailable as exc:
+            log.error("%s", exc)
+            return None
+        if not listed:
+            if self._pin_ignored != version:
+                log.warning("shared pin names bundle %d, which is not under %s; ignored", version, self.root)
+                self._pin_ignored = version
+            return None
+        try:
+            bundle = await self._load(version)
+        except BundleLoadFailed:
+            return None
+        self._swap(bundle)
+        self._set_pinned(True)
+        log.info("pinned to bundle %d by another process", version)
+        return bundle
 
     async def _write_record(self) -> None:
         version = self._served()

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 REQUIRED_FILES = (ENCODER_FILE, INDEX_FILE, POPULARITY_FILE, PROBE_FILE, VOCAB_FILE, ITEMS_FILE)
 ALL_SCENES = "*"  # popularity key for all scenes together
 PROBE_ATOL = 1e-4
+CPU_PROVIDER = "CPUExecutionProvider"
+CUDA_PROVIDER = "CUDAExecutionProvider"
 
 
 class Bundle(Protocol):
@@ -89,7 +91,9 @@ class LoadedBundle:
         self._output = manifest.encoder.outputs[0]
 
     @classmethod
-    def load(cls, directory: Path, *, encoder_threads: int = 1, ann_threads: int = 1) -> LoadedBundle:
+    def load(
+        cls, directory: Path, *, encoder_threads: int = 1, ann_threads: int = 1, provider: str = "cpu"
+    ) -> LoadedBundle:
         """Load, validate and warm the bundle in ``directory``.
 
         Blocking disk and CPU work (seconds for a large index): run it off the event loop.
@@ -106,7 +110,7 @@ class LoadedBundle:
             vocab = Vocabulary.load(directory)
         except (OSError, KeyError, ValueError) as exc:
             raise BundleError(f"{directory}: unreadable vocabulary: {exc}") from exc
-        session = _open_encoder(directory / ENCODER_FILE, manifest, encoder_threads)
+        session = _open_encoder(directory / ENCODER_FILE, manifest, encoder_threads, provider)
         try:
             index = ItemIndex.load(
                 directory / INDEX_FILE,
@@ -180,7 +184,26 @@ class LoadedBundle:
         self.search(out, min(10, self._index.count))  # warm the index pages
 
 
-def _open_encoder(path: Path, manifest: Manifest, threads: int) -> ort.InferenceSession:
+def execution_providers(provider: str) -> list[str]:
+    """ONNX Runtime providers for the configured ``provider`` ("cpu" or "cuda"), best first.
+
+    "cuda" where this onnxruntime build has no CUDA provider (the CPU package, no GPU driver)
+    falls back to the CPU with a warning instead of refusing to serve.
+    """
+    if provider == "cpu":
+        return [CPU_PROVIDER]
+    if provider != "cuda":
+        raise ValueError(f"unknown encoder provider {provider!r} (cpu or cuda)")
+    if CUDA_PROVIDER in ort.get_available_providers():
+        return [CUDA_PROVIDER, CPU_PROVIDER]
+    log.warning(
+        "encoder provider cuda requested but onnxruntime offers only %s: running on the CPU",
+        ", ".join(ort.get_available_providers()),
+    )
+    return [CPU_PROVIDER]
+
+
+def _open_encoder(path: Path, manifest: Manifest, threads: int, provider: str) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -190,7 +213,9 @@ def _open_encoder(path: Path, manifest: Manifest, threads: int) -> ort.Inference
     # those cores while idle.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            str(path), sess_options=options, providers=execution_providers(provider)
+        )
     except Exception as exc:  # ONNX Runtime raises its own exception types
         raise BundleError(f"{path}: ONNX Runtime cannot load the encoder: {exc}") from exc
     inputs = [i.name for i in session.get_inputs()]

@@ -46,19 +46,7 @@ class ServingRecord:
         body = json.dumps({"version": version, "pinned": pinned, "updated": self._clock()})
         try:
             self.directory.mkdir(exist_ok=True)
-            # A dot-prefixed, non-.json temporary name: readers look at *.json only.
-            fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=f".{self.path.stem}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "w") as f:
-                    os.fchmod(f.fileno(), RECORD_MODE)
-                    f.write(body)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(temporary, self.path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(temporary)
-                raise
+            write_atomically(self.path, body, RECORD_MODE)
         except OSError as exc:
             self._failed(exc)
             return False
@@ -81,3 +69,23 @@ class ServingRecord:
             level, "cannot write serving record %s (pruning cannot see this instance): %s", self.path, exc
         )
         self._failing = True
+
+
+def write_atomically(path: Path, text: str, mode: int) -> None:
+    """Replace ``path`` with ``text`` so that a reader sees the old or the new file, never half.
+
+    The temporary file is dot-prefixed and not ``*.json``, in the same directory (readers of
+    the directory look at ``*.json`` only). Raises ``OSError``; leaves no temporary behind.
+    """
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -62,6 +62,23 @@ class Settings(BaseSettings):
         # Each poll refreshes the serving record; pruning ignores records older than this bound.
         le=SERVING_RECORD_MAX_AGE_S / 4,
         description="How often the bundle root is polled (and the serving record refreshed).",
+    )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Server processes of this instance, each holding its own bundle copy (>1 needs Redis).",
+    )
+    pin_file: Path | None = Field(
+        default=None,
+        description=(
+            "Where an operator's pin is kept, so that every worker process follows it and a restarted"
+            " one keeps it; unset: in memory with one worker, a temporary file with several."
+        ),
+    )
+    encoder_provider: Literal["cpu", "cuda"] = Field(
+        default="cpu",
+        description="ONNX Runtime execution provider; cuda falls back to cpu (logged) when unavailable.",
     )
     encoder_threads: int = Field(
         default=1, ge=1, description="ONNX Runtime intra-op threads per encoder call."
@@ -141,6 +158,8 @@ class Settings(BaseSettings):
     def _check(self) -> Self:
         if self.default_k > self.max_k:
             raise ValueError(f"default_k ({self.default_k}) exceeds max_k ({self.max_k})")
+        if self.workers > 1 and self.redis_url is None:
+            raise ValueError("workers > 1 needs redis_url: the in-memory session store is one per process")
         if not self.nearline_enabled:  # a deployment lowering max_k need not touch nearline_k
             return self
         if self.nearline_k > self.max_k:
@@ -165,3 +184,17 @@ class Settings(BaseSettings):
         if value.lower() not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
         return value.lower()
+
+
+def to_environment(settings: Settings) -> dict[str, str]:
+    """``settings`` as the ``NSP_*`` variables that make ``Settings()`` read it back (for worker
+    processes, which build their settings from the environment). Unset fields are left out."""
+    env = {}
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        env[f"NSP_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env

@@ -13,6 +13,7 @@ import pytest
 from fakes import FakeBundle, write_real_bundle
 
 from index.bundle import MANIFEST, SERVING_DIR, BundleError, list_versions
+from service.pin_file import PinFile
 from service.registry import (
     BundleLoadFailed,
     BundleRegistry,
@@ -461,3 +462,102 @@ async def test_the_poll_after_a_swap_returns_freed_memory_to_the_os(
     await registry.refresh()  # the next poll: they are done
     await registry.refresh()  # nothing new was freed since
     assert trims == [1]
+
+
+# Several server processes share one pin file: one takes the admin call, the others follow.
+
+
+def two_processes(root: Path, pin_path: Path) -> tuple[BundleRegistry, BundleRegistry]:
+    return (
+        BundleRegistry(root, Loader(), pin_file=PinFile(pin_path)),
+        BundleRegistry(root, Loader(), pin_file=PinFile(pin_path)),
+    )
+
+
+def served_and_pinned(registry: BundleRegistry) -> tuple[int | None, bool]:
+    bundle = registry.current()
+    return (bundle.version if bundle is not None else None, registry.pinned)
+
+
+async def test_a_pin_taken_by_one_process_is_followed_by_the_others_at_their_next_poll(
+    tmp_path: Path,
+) -> None:
+    root, pin_path = tmp_path / "bundles", tmp_path / "pin.json"
+    for version in (1, 2, 3):
+        publish(root, version)
+    a, b = two_processes(root, pin_path)
+    await a.refresh()
+    await b.refresh()
+    assert served_and_pinned(a) == served_and_pinned(b) == (3, False)
+
+    await a.pin(1)
+    assert served_and_pinned(b) == (3, False)  # not before its poll
+    await b.refresh()
+    assert served_and_pinned(b) == (1, True)
+    publish(root, 4)
+    await b.refresh()
+    assert served_and_pinned(b) == (1, True)  # a pin holds against newer versions in every process
+
+    await a.unpin()
+    await b.refresh()
+    assert served_and_pinned(a) == served_and_pinned(b) == (4, False)
+
+
+async def test_a_rollback_is_shared_as_a_pin_of_the_version_rolled_back_to(tmp_path: Path) -> None:
+    root, pin_path = tmp_path / "bundles", tmp_path / "pin.json"
+    for version in (1, 2):
+        publish(root, version)
+    a, b = two_processes(root, pin_path)
+    await a.refresh()
+    await b.refresh()
+    await b.rollback()
+    assert json.loads(pin_path.read_text()) == {"version": 1}
+    await a.refresh()
+    assert served_and_pinned(a) == (1, True)
+
+
+async def test_a_restarted_process_starts_on_the_shared_pin(tmp_path: Path) -> None:
+    root, pin_path = tmp_path / "bundles", tmp_path / "pin.json"
+    for version in (1, 2, 3):
+        publish(root, version)
+    a, _ = two_processes(root, pin_path)
+    await a.refresh()
+    await a.pin(2)
+    loader = Loader()
+    restarted = BundleRegistry(root, loader, pin_file=PinFile(pin_path))
+    await restarted.refresh()
+    assert served_and_pinned(restarted) == (2, True)
+    assert loader.calls == [2]  # the pinned version only: no detour through the newest
+
+
+async def test_a_shared_pin_that_cannot_be_followed_leaves_the_process_serving(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root, pin_path = tmp_path / "bundles", tmp_path / "pin.json"
+    for version in (1, 2):
+        publish(root, version)
+    registry = BundleRegistry(root, Loader(), pin_file=PinFile(pin_path))
+    pin_path.write_text('{"version": 9}')  # pruned since it was pinned
+    await registry.refresh()
+    assert served_and_pinned(registry) == (2, False)
+    pin_path.write_text("{not json")
+    with caplog.at_level(logging.WARNING):
+        await registry.refresh()
+    assert served_and_pinned(registry) == (2, False)
+    assert "cannot read pin file" in caplog.text
+    pin_path.write_text('{"version": true}')
+    await registry.refresh()
+    assert served_and_pinned(registry) == (2, False)
+
+
+async def test_the_pin_file_is_written_atomically_and_only_by_pin_changes(tmp_path: Path) -> None:
+    root, pin_path = tmp_path / "bundles", tmp_path / "state" / "pin.json"
+    publish(root, 1)
+    registry = BundleRegistry(root, Loader(), pin_file=PinFile(pin_path))
+    await registry.refresh()
+    assert not pin_path.exists()
+    await registry.pin(1)
+    assert json.loads(pin_path.read_text()) == {"version": 1}
+    await registry.unpin()
+    assert json.loads(pin_path.read_text()) == {"version": None}
+    assert [p.name for p in pin_path.parent.iterdir()] == ["pin.json"]  # no temporary left

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 from fakes import write_real_bundle
 
 from index.bundle import ENCODER_FILE, MANIFEST, PROBE_FILE, BundleError
 from index.features import build_tokens, group_sessions, stack_left_padded
-from service.runtime import LoadedBundle
+from service.runtime import CPU_PROVIDER, CUDA_PROVIDER, LoadedBundle, execution_providers
 
 pytest.importorskip("onnx")
 
@@ -90,3 +92,18 @@ def test_a_manifest_not_listing_a_required_file_is_refused(tmp_path: Path) -> No
     (directory / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match=re.escape(PROBE_FILE)):
         LoadedBundle.load(directory)
+
+
+def test_cuda_falls_back_to_the_cpu_with_a_warning_where_onnxruntime_has_no_cuda(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    if CUDA_PROVIDER in ort.get_available_providers():
+        pytest.skip("this onnxruntime build has the CUDA provider")
+    directory = write_real_bundle(tmp_path, 1, n_items=20, dim=8)
+    with caplog.at_level(logging.WARNING):
+        bundle = LoadedBundle.load(directory, provider="cuda")
+    assert bundle.version == 1
+    assert "encoder provider cuda requested" in caplog.text
+    assert execution_providers("cpu") == [CPU_PROVIDER]
+    with pytest.raises(ValueError, match="unknown encoder provider"):
+        execution_providers("tpu")

@@ -8,12 +8,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from fakes import write_real_bundle
 
 pytest.importorskip("onnx")
@@ -112,3 +114,81 @@ def test_start_up_failure_exits_non_zero(tmp_path: Path) -> None:
     )
     assert result.returncode == 3
     assert "missing.csv: no such file" in result.stdout + result.stderr
+
+
+def gauge_by_process(metrics_text: str, name: str) -> dict[str, float]:
+    """``{pid: value}`` of a per-process gauge in a multiprocess exposition."""
+    values = {}
+    for line in metrics_text.splitlines():
+        if line.startswith(name + "{"):
+            labels, value = line[len(name) + 1 :].split("} ")
+            pid = dict(part.split("=") for part in labels.split(","))["pid"].strip('"')
+            values[pid] = float(value)
+    return values
+
+
+def test_two_worker_processes_share_seeding_metrics_and_pins(tmp_path: Path, redis_url: str) -> None:
+    root = tmp_path / "bundles"
+    write_real_bundle(root, 1)
+    write_real_bundle(root, 2, seed=1)
+    log = tmp_path / "events.csv"
+    log.write_text("user_id,item_id,ts,action,scene,request_id\nu1,item-0001,100,click,feed,r1\n")
+    token = "t" * 16
+    prefix = f"test-workers-{uuid.uuid4().hex}"
+    env = {
+        "NSP_BUNDLE_ROOT": str(root),
+        "NSP_PORT": str(free_port()),
+        "NSP_WORKERS": "2",
+        "NSP_WATCH_INTERVAL_S": "0.2",
+        "NSP_ADMIN_TOKEN": token,
+        "REDIS_URL": redis_url,
+        "NSP_STORE_KEY_PREFIX": prefix,
+    }
+    code = f"{SERVE} serve(Settings(), seed_events=Path({str(log)!r}))"
+    admin = {"Authorization": f"Bearer {token}"}
+
+    def versions_served() -> dict[str, float]:
+        return gauge_by_process(httpx.get(f"{base}/metrics").text, "nsp_bundle_version")
+
+    try:
+        with running(["-c", code], env) as (process, base):
+            # Seeded once by the supervisor, not once per worker.
+            sessions = httpx.get(f"{base}/v1/users/u1/sessions").json()["sessions"]
+            assert [len(s["items"]) for s in sessions] == [1]
+            # Both workers are up and a scrape of either one shows both (pid-labelled gauges).
+            assert wait_for(lambda: len(versions_served()) == 2)
+            assert set(versions_served().values()) == {2.0}
+            for _ in range(30):  # a new connection each: the workers share the listening socket
+                assert httpx.post(f"{base}/v1/recall", json={"user_id": "u1", "k": 5}).status_code == 200
+            counts = [
+                float(line.rsplit(" ", 1)[1])
+                for line in httpx.get(f"{base}/metrics").text.splitlines()
+                if line.startswith("nsp_request_duration_seconds_count{") and '"/v1/recall"' in line
+            ]
+            assert sum(counts) == 30  # summed over the processes, whichever served each request
+
+            assert httpx.put(f"{base}/v1/admin/pin", json={"version": 1}, headers=admin).status_code == 200
+            assert wait_for(lambda: set(versions_served().values()) == {1.0})  # the other one follows
+            recalls = [
+                httpx.post(f"{base}/v1/recall", json={"user_id": "u1", "k": 5}).json() for _ in range(10)
+            ]
+            assert {r["bundle_version"] for r in recalls} == {1}
+            assert httpx.delete(f"{base}/v1/admin/pin", headers=admin).status_code == 200
+            assert wait_for(lambda: set(versions_served().values()) == {2.0})
+            process.send_signal(signal.SIGTERM)
+            output, _ = process.communicate(timeout=20)
+        assert "Stopping parent process" in output, output
+    finally:
+        client = redis.Redis.from_url(redis_url)
+        for key in client.scan_iter(f"{prefix}*"):
+            client.delete(key)
+        client.close()
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False

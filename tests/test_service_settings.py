@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from service.settings import Settings
+from service.settings import Settings, to_environment
 
 
 @pytest.fixture(autouse=True)
@@ -113,3 +113,26 @@ def test_the_instance_name_defaults_to_host_and_pid(monkeypatch: pytest.MonkeyPa
 def test_inconsistent_settings_fail_at_start_up(overrides: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         Settings(**overrides)
+
+
+def test_several_workers_need_redis() -> None:
+    with pytest.raises(ValidationError, match="workers > 1 needs redis_url"):
+        Settings(workers=2)
+    assert Settings(workers=2, redis_url="redis://localhost:6379/0").workers == 2
+
+
+def test_worker_processes_read_back_the_settings_they_are_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    given = Settings(
+        workers=3,
+        redis_url="redis://:secret@localhost:6379/0",
+        admin_token="a" * 20,
+        bundle_root=Path("/srv/bundles"),
+        pin_file=Path("/tmp/pin.json"),
+        nearline_enabled=True,
+        watch_interval_s=0.5,
+        encoder_provider="cuda",
+    )
+    for name, value in to_environment(given).items():
+        monkeypatch.setenv(name, value)
+    assert Settings() == given
+    assert "NSP_PIN_FILE" not in to_environment(given.model_copy(update={"pin_file": None}))
