@@ -16,8 +16,8 @@ import kubernetes_validate
 import pytest
 import yaml
 from cli_helpers import ROOT
+from deploy_checks import unknown_setting_names
 from fastapi import FastAPI
-from pydantic import AliasChoices
 from starlette.routing import Match
 
 from nsprecall.cli import build_parser
@@ -86,18 +86,6 @@ def round_options() -> set[str]:
     return set(subcommands.choices["round"]._option_string_actions)
 
 
-def setting_env_names() -> set[str]:
-    """Every environment variable Settings reads: NSP_<FIELD>, or the field's aliases."""
-    names = set()
-    for field, info in Settings.model_fields.items():
-        alias = info.validation_alias
-        if isinstance(alias, AliasChoices):
-            names |= {c for c in alias.choices if isinstance(c, str) and c.isupper()}
-        else:
-            names.add(f"NSP_{field.upper()}")
-    return names
-
-
 def server_environment(manifests: list[dict[str, Any]]) -> dict[str, str]:
     """The server container's environment as the kubelet would build it, secrets stubbed."""
     container = server_container(one(manifests, "Deployment"))
@@ -116,11 +104,6 @@ def server_environment(manifests: list[dict[str, Any]]) -> dict[str, str]:
             assert "secretKeyRef" in var["valueFrom"], var
             environment[var["name"]] = DUMMY_SECRET
     return environment
-
-
-def unknown_setting_names(environment: dict[str, str]) -> set[str]:
-    known = setting_env_names()
-    return {name for name in environment if name.startswith("NSP_") or name == "REDIS_URL"} - known
 
 
 @pytest.fixture(scope="module", params=CASES)
