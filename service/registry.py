@@ -14,7 +14,8 @@ Loads are serialised by one lock, a candidate that fails is dropped before the n
 and no old bundle is cached: a rollback loads the older version from disk again. (A request
 still running on the previous bundle holds it for the few milliseconds it needs.) glibc keeps
 a freed bundle's memory in its arenas, so RSS would stay at two bundles after a swap; the first
-poll after a swap or failed load hands it back to the OS (``malloc_trim``).
+poll after a swap or failed load hands it back to the OS (``malloc_trim``), and freezes the
+objects that survive out of the cyclic garbage collector's way (``settle_memory``).
 
 Every state change, and every watcher poll as a heartbeat, rewrites this instance's serving
 record (``service.serving_record``) so that pruning never deletes the version it serves.
@@ -31,6 +32,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import functools
+import gc
 import logging
 import math
 import time
@@ -124,7 +126,7 @@ class BundleRegistry:
         self._previous_version: int | None = None
         self._pinned = False
         self._failures: dict[int, _Failure] = {}
-        self._trim_pending = False
+        self._settle_pending = False
         self._lock = asyncio.Lock()
 
     def current(self) -> Bundle | None:
@@ -144,9 +146,9 @@ class BundleRegistry:
         Returns the bundle swapped in, if any. Never raises for a bad bundle.
         """
         async with self._lock:
-            if self._trim_pending:  # set by an earlier call: the old bundle's requests are done
-                self._trim_pending = False
-                await asyncio.to_thread(release_freed_memory)
+            if self._settle_pending:  # set by an earlier call: the old bundle's requests are done
+                self._settle_pending = False
+                await asyncio.to_thread(settle_memory)
             bundle = await self._follow_shared_pin()
             if not self._pinned:
                 bundle = await self._upgrade(ignore_backoff=False) or bundle
@@ -300,7 +302,7 @@ class BundleRegistry:
         attempts = self._failures[version].attempts + 1 if version in self._failures else 1
         delay = min(self._retry_base_s * 2 ** (attempts - 1), self._retry_max_s)
         self._failures[version] = _Failure(attempts, math.inf if permanent else self._clock() + delay)
-        self._trim_pending = True
+        self._settle_pending = True
         self.metrics.bundle_load_failures.inc()
         served = self._served()
         log.error(
@@ -325,7 +327,7 @@ class BundleRegistry:
         previous = self._served()
         self._current = bundle  # one reference assignment: atomic for readers
         self._previous_version = previous
-        self._trim_pending = True
+        self._settle_pending = True
         self.metrics.bundle_swapped(bundle.version)
         log.info("serving bundle %d (was %s)", bundle.version, previous if previous is not None else "none")
 
@@ -381,9 +383,21 @@ class BundleRegistry:
             self.metrics.serving_record_failures.inc()
 
 
-def release_freed_memory() -> None:
-    """Return free heap memory to the OS where the C library can (glibc ``malloc_trim``)."""
-    if _malloc_trim is not None:
+def settle_memory() -> None:
+    """After a swap, once the previous bundle's requests are done: collect what it left in
+    reference cycles, freeze what survives, and return free heap memory to the OS.
+
+    Freezing (``gc.freeze``) moves the long-lived objects (the served bundle, the app, the
+    imported modules) out of the cyclic collector's generations, so a full collection no
+    longer walks them all again: before, a 1M-item bundle made every full collection a ~40 ms
+    pause of the event loop, about once a second under load, and that was the p99. Frozen
+    objects are still freed by reference counting; unfreezing first lets each settle find
+    cyclic garbage that the bundle before left behind.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    if _malloc_trim is not None:  # glibc only
         _malloc_trim(0)
 
 
