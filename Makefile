@@ -6,11 +6,12 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 REDIS_PORT := 6379
 
-.PHONY: run test lint typecheck unit redis clean help
+.PHONY: run test lint typecheck unit redis clean help loadtest
 
 help:
 	@echo "make run   - set up, build the demo bundle if missing, serve /v1/recall on :8000"
 	@echo "make test  - set up, start Redis if needed, lint, type-check and run the tests"
+	@echo "make loadtest - locust mix for LOADTEST_TIME (60s) against LOADTEST_HOST, or a local demo"
 
 # The editable install re-runs whenever pyproject.toml changes.
 $(INSTALLED): pyproject.toml
@@ -45,6 +46,10 @@ unit: $(INSTALLED) redis
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
+
+# Headless locust run, bounded; CSV stats under var/loadtest/ (loadtest/run.py).
+loadtest: $(INSTALLED)
+	$(BIN)/python loadtest/run.py
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
