@@ -268,3 +268,8 @@ def test_training_rounds_use_real_cli_flags(case: tuple[str, dict[str, Any], lis
             deployment = one(manifests, "Deployment")
             served = {m["name"]: m["mountPath"] for m in server_container(deployment)["volumeMounts"]}
             assert str(args.bundles) == served["bundles"]  # publishes where the servers read
+
+
+def test_lint_reports_what_the_schema_rejects() -> None:
+    report = helm.lint(CHART, {"replicaCount": "two"})
+    assert any(m["severity"] == 3 and "replicaCount" in m["error"] for m in report["messages"])
