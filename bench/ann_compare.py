@@ -43,6 +43,7 @@ from typing import Any
 import faiss
 import hnswlib
 import numpy as np
+from benchlib import latency_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -90,15 +91,6 @@ def heap_mb() -> float:
     malloc."""
     info = _libc.mallinfo2()
     return float(info.uordblks + info.hblkhd) / 2**20
-
-
-def summarise(seconds: list[float]) -> dict[str, float]:
-    ms = np.asarray(seconds) * 1000
-    return {
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "mean_ms": float(ms.mean()),
-    }
 
 
 # --- vectors and queries ----------------------------------------------------------------------
@@ -155,13 +147,6 @@ def make_queries(
     for name, queries in sets.items():
         about[name] += f"; mean cosine to the items' mean direction {float(np.mean(queries @ centre)):.3f}"
     return np.delete(items, held, axis=0), sets, about
-
-
-def exact_sorted(items: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    """(Q, k) labels of the exact inner-product top-k, best first (so prefixes give top-10/100)."""
-    labels = exact_top_k(items, queries, k, "ip", chunk=32)  # chunk: 32 x N scores at a time
-    scores = np.einsum("qd,qkd->qk", queries, items[labels])
-    return np.take_along_axis(labels, np.argsort(-scores, axis=1), axis=1)
 
 
 def recall(found: np.ndarray, exact: np.ndarray, k: int) -> float:
@@ -257,7 +242,7 @@ def measure_ladder(
         row: dict[str, Any] = {"ef": ef}
         for name in LIBRARIES:
             recalls = {f"recall@{k}": recall(found[name], exact, k) for k in args.ks}
-            row[name] = {**recalls, **summarise(timings[name])}
+            row[name] = {**recalls, **latency_summary(timings[name])}
         log.info(
             "ef %d: %s",
             ef,
@@ -455,7 +440,8 @@ def main() -> None:
     log.info("query sets: %s", {name: len(q) for name, q in query_sets.items()})
 
     started = time.perf_counter()
-    exact = {name: exact_sorted(items, q, args.k) for name, q in query_sets.items()}
+    # best first, so prefixes give the top-10/100; 32 x N scores at a time
+    exact = {name: exact_top_k(items, q, args.k, "ip", chunk=32) for name, q in query_sets.items()}
     log.info("exact top-%d for all query sets in %.1f s", args.k, time.perf_counter() - started)
 
     indexes, build = measure_build(items, args)

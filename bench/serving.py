@@ -30,8 +30,6 @@ import json
 import logging
 import os
 import shutil
-import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -39,8 +37,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import redis.asyncio as aioredis
+from benchlib import free_port, latency_summary, start_serve, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -63,21 +63,6 @@ KEY_PREFIX = "nspbench"
 SCENES = ["default", "search", "home", "cart"]
 DRIVERS = ("locust", "open-loop", "wrk")
 DAY0_TS = 1767225600
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q))
-
-
-def summarise(seconds: list[float]) -> dict[str, float]:
-    ms = [s * 1000 for s in seconds]
-    return {
-        "n": len(ms),
-        "p50_ms": percentile(ms, 50),
-        "p90_ms": percentile(ms, 90),
-        "p99_ms": percentile(ms, 99),
-        "mean_ms": statistics.mean(ms),
-    }
 
 
 # --- the bundle -----------------------------------------------------------------------------
@@ -264,7 +249,7 @@ async def measure_in_process(
             started = time.perf_counter()
             tuned.search(q[None], k)
             timings.append(time.perf_counter() - started)
-        ladder.append({"ef": ef, "recall": recall, **summarise(timings)})
+        ladder.append({"ef": ef, "recall": recall, **latency_summary(timings)})
     del index, tuned
 
     metrics = Metrics()
@@ -281,13 +266,13 @@ async def measure_in_process(
     await store.close()
     await raw.aclose()
     floors = {
-        "redis_fetch": summarise(fetch),
-        "encode": summarise(encode),
-        "hnsw": summarise(ann),
-        "exact_search": summarise(exact),
+        "redis_fetch": latency_summary(fetch),
+        "encode": latency_summary(encode),
+        "hnsw": latency_summary(ann),
+        "exact_search": latency_summary(exact),
     }
     floor_sum = sum(floors[s]["p50_ms"] for s in ("redis_fetch", "encode", "hnsw"))
-    pipeline_summary = summarise(total)
+    pipeline_summary = latency_summary(total)
     return {
         "floors": floors,
         "floor_sum_p50_ms": floor_sum,
@@ -303,31 +288,19 @@ async def measure_in_process(
 
 def start_server(bundles: Path, port: int, env_extra: dict[str, str]) -> subprocess.Popen[bytes]:
     env = {
-        **os.environ,
-        "NSP_BUNDLE_ROOT": str(bundles),
         "NSP_REDIS_URL": REDIS_URL,
         "NSP_STORE_KEY_PREFIX": KEY_PREFIX,
-        "NSP_PORT": str(port),
         "NSP_LOG_LEVEL": "warning",
         **env_extra,
     }
-    cli = [sys.executable, "-m", "nsprecall.cli", "serve"]
-    server = subprocess.Popen(cli, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    import httpx
-
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        if server.poll() is not None:
-            detail = server.stderr.read().decode()[-2000:] if server.stderr else ""
-            raise RuntimeError(f"server exited: {detail}")
-        time.sleep(0.5)
-    server.kill()
-    raise RuntimeError("server did not become ready")
+    server = start_serve(bundles, port, env, subprocess.DEVNULL)
+    ready = f"http://127.0.0.1:{port}/readyz"
+    try:
+        wait_for(lambda: httpx.get(ready, timeout=1).status_code == 200, 300, "readiness", 0.5, server)
+    except RuntimeError:
+        server.kill()
+        raise
+    return server
 
 
 def run_locust(port: int, rate: float, seconds: int, k: int, users: int, out: Path) -> dict[str, float]:
@@ -381,8 +354,6 @@ def run_open_loop(port: int, rate: float, seconds: int, k: int, users: int) -> d
     the earlier ones are doing (locust's clients wait for their own previous request)."""
     import random
 
-    import httpx
-
     async def drive() -> dict[str, float]:
         latencies: list[float] = []
         failures = 0
@@ -409,7 +380,7 @@ def run_open_loop(port: int, rate: float, seconds: int, k: int, users: int) -> d
                 await asyncio.sleep(random.expovariate(rate))
             await asyncio.gather(*tasks)
             elapsed = time.perf_counter() - started
-        stats = summarise(latencies)
+        stats = latency_summary(latencies)
         return {
             "target_rps": rate,
             "achieved_rps": len(latencies) / elapsed,
@@ -450,9 +421,7 @@ def run_wrk(port: int, connections: int, seconds: int, k: int, users: int) -> di
 def measure_http(
     bundles: Path, args: argparse.Namespace, n_users: int, env: dict[str, str]
 ) -> list[dict[str, float]]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_port()
     out = WORK / "locust"
     out.mkdir(parents=True, exist_ok=True)
     server = start_server(bundles, port, env)

@@ -26,7 +26,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,6 +36,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from benchlib import latency_summary, start_serve, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -273,7 +273,7 @@ def load_stages(directory: Path) -> list[dict[str, Any]]:
     steps = {
         "sha256 of every file": lambda: verify_files(directory, manifest),
         "vocabulary (id map)": lambda: Vocabulary.load(directory),
-        "ONNX Runtime session": lambda: runtime._open_encoder(directory / ENCODER_FILE, manifest, 1),
+        "ONNX Runtime session": lambda: runtime._open_encoder(directory / ENCODER_FILE, manifest, 1, "cpu"),
         "hnswlib load_index": lambda: ItemIndex.load(
             directory / INDEX_FILE,
             dim=manifest.embedding_dim,
@@ -295,29 +295,6 @@ def load_stages(directory: Path) -> list[dict[str, Any]]:
     return stages
 
 
-def percentiles(values: list[float]) -> dict[str, float]:
-    array = np.asarray(values) * 1000.0
-    return {
-        "n": len(values),
-        "p50_ms": float(np.percentile(array, 50)),
-        "p95_ms": float(np.percentile(array, 95)),
-        "p99_ms": float(np.percentile(array, 99)),
-        "max_ms": float(array.max()),
-    }
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.01)
-    raise RuntimeError(f"timed out waiting for {what}")
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="nsp-swap-bench-"))
     scratch, root = work / "scratch", work / "bundles"
@@ -331,27 +308,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     stages = load_stages(versions[-1])
 
     port = args.port
-    env = {
-        **os.environ,
+    env: dict[str, str | None] = {
         "NSP_WATCH_INTERVAL_S": str(WATCH_INTERVAL_S),
         "NSP_CPU_WORKERS": "2",
         "NSP_LOG_LEVEL": "warning",
+        "NSP_REDIS_URL": None,  # the in-memory store: this benchmark measures the bundle, not Redis
+        "REDIS_URL": None,
     }
-    env.pop("NSP_REDIS_URL", None)
-    env.pop("REDIS_URL", None)
-    server_log = (work / "serve.log").open("w")
-    command = [sys.executable, "-m", "nsprecall.cli", "serve", "--bundles", str(root), "--port", str(port)]
-    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=server_log, stderr=subprocess.STDOUT)
+    server_log = (work / "serve.log").open("wb")
+    server = start_serve(root, port, env, server_log)
     admin = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
     sampler = RssSampler(server.pid)
     try:
-        wait_for(lambda: admin.get("/livez").status_code == 200, 60, "the server to start")
+        wait_for(lambda: admin.get("/livez").status_code == 200, 60, "the server to start", 0.01, server)
         time.sleep(1.0)
         rss_empty = statistics.median(proc_status(server.pid)["VmRSS"] for _ in range(20))
         sampler.start()
         t_origin = time.monotonic()
         os.rename(versions[0], root / "1")
-        wait_for(lambda: admin.get("/readyz").status_code == 200, 120, "bundle 1")
+        wait_for(lambda: admin.get("/readyz").status_code == 200, 120, "bundle 1", 0.01, server)
 
         rng = np.random.default_rng(1)
         users = [f"user{u}" for u in range(args.users)]
@@ -374,7 +349,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             published = time.monotonic()
             os.rename(directory, root / str(version))
             wait_for(
-                lambda v=version: admin.get("/readyz").json()["bundle_version"] == v, 120, f"bundle {version}"
+                lambda v=version: admin.get("/readyz").json()["bundle_version"] == v,
+                120,
+                f"bundle {version}",
+                0.01,
+                server,
             )
             served = time.monotonic()
             time.sleep(SETTLE_S)
@@ -444,8 +423,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "peak_ratio_median": statistics.median(peaks) / rss_one,
         "rss_after_last_swap_bytes": swaps[-1]["rss_after_bytes"],
         "swaps": swaps,
-        "latency_steady": percentiles(steady),
-        "latency_during_swap": percentiles(during),
+        "latency_steady": latency_summary(steady),
+        "latency_during_swap": latency_summary(during),
         "load_stages": stages,
         "errors": len(client.errors),
         "error_examples": client.errors[:5],
