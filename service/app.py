@@ -197,7 +197,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        session_store = store if store is not None else store_from_settings(settings)
+        session_store = store if store is not None else store_from_settings(settings, metrics)
         executor = ThreadPoolExecutor(settings.cpu_workers, thread_name_prefix="nsp-cpu")
         watcher = BundleWatcher(bundles, settings.watch_interval_s)
         nearline: Nearline | None = None
@@ -222,7 +222,7 @@ def create_app(
                 batcher=batcher,
             )
             if settings.nearline_enabled:
-                cache = topk_cache if topk_cache is not None else topk_cache_from_settings(settings)
+                cache = topk_cache if topk_cache is not None else topk_cache_from_settings(settings, metrics)
                 nearline = Nearline(
                     pipeline, bundles.current, cache, metrics, NearlineConfig.from_settings(settings)
                 )

@@ -42,6 +42,9 @@ RECOMPUTE_OUTCOMES: tuple[RecomputeOutcome, ...] = ("done", "dropped", "supersed
 CACHE_OPERATIONS: tuple[CacheOperation, ...] = ("get", "put", "invalidate")
 STAGES: tuple[Stage, ...] = ("cache_fetch", "session_fetch", "tokens", "encode", "ann", "postprocess")
 ADMIN_ACTIONS: tuple[AdminAction, ...] = ("reload", "rollback", "pin", "unpin")
+# The Redis clients with a circuit breaker each (service.redis_client).
+BreakerClient = Literal["session_store", "topk_cache"]
+BREAKER_CLIENTS: tuple[BreakerClient, ...] = ("session_store", "topk_cache")
 MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # prometheus_client.multiprocess has no annotations; these are its signatures.
 _collect_processes: Callable[[CollectorRegistry], object] = multiprocess.MultiProcessCollector
@@ -113,6 +116,19 @@ class Metrics:
         self.store_errors = Counter(
             "nsp_session_store_errors", "Session-store calls that failed.", ["operation"], registry=r
         )
+        self.store_breaker_open = Gauge(
+            "nsp_store_breaker_open",
+            "1 while the Redis circuit breaker of this client fails calls fast (open or half-open).",
+            ["client"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.store_breaker_rejected = Counter(
+            "nsp_store_breaker_rejected",
+            "Redis calls failed fast by an open circuit breaker, without a network call.",
+            ["client"],
+            registry=r,
+        )
         self.fallbacks = Counter(
             "nsp_recall_fallbacks",
             "Recall answered from popularity instead of the model.",
@@ -165,6 +181,9 @@ class Metrics:
             self.fallbacks.labels(reason=reason)
         for operation in ("append", "recent"):
             self.store_errors.labels(operation=operation)
+        for client in BREAKER_CLIENTS:
+            self.store_breaker_open.labels(client=client)
+            self.store_breaker_rejected.labels(client=client)
         for reason in CACHE_MISSES:
             self.cache_misses.labels(reason=reason)
         for operation in CACHE_OPERATIONS:

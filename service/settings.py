@@ -54,7 +54,27 @@ class Settings(BaseSettings):
         default=30 * 86400, gt=0, description="A user's events expire this long after their last write."
     )
     store_timeout_s: float = Field(
-        default=0.2, gt=0, description="Session-store connect and per-command socket timeout."
+        default=0.2,
+        gt=0,
+        description="Bound on one session-store call, connecting and its one reconnect included.",
+    )
+    store_breaker_failures: int = Field(
+        default=3,
+        ge=0,
+        description="Consecutive store failures that open the circuit breaker (calls fail fast); 0 = off.",
+    )
+    store_breaker_reset_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="How long an open breaker fails fast before it lets one probe call through.",
+    )
+    redis_cluster: bool = Field(
+        default=False,
+        description="NSP_REDIS_URL names one node of a Redis Cluster (keys are hash-tagged by user).",
+    )
+    redis_tls_ca_file: Path | None = Field(
+        default=None,
+        description="CA file verifying the Redis server's certificate (rediss:// URLs); unset: system CAs.",
     )
     watch_interval_s: float = Field(
         default=5.0,
@@ -153,6 +173,18 @@ class Settings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Interface the HTTP server binds.")
     port: int = Field(default=8000, ge=0, le=65535, description="Port the HTTP server binds.")
     log_level: str = Field(default="info", description="One of critical, error, warning, info, debug.")
+
+    @model_validator(mode="after")
+    def _check_redis_options(self) -> Self:
+        if self.redis_url is None and (self.redis_cluster or self.redis_tls_ca_file is not None):
+            raise ValueError("redis_cluster and redis_tls_ca_file need redis_url")
+        if self.redis_tls_ca_file is not None and not self.redis_url_is_tls:
+            raise ValueError("redis_tls_ca_file needs a rediss:// redis_url (TLS)")
+        return self
+
+    @property
+    def redis_url_is_tls(self) -> bool:
+        return self.redis_url is not None and self.redis_url.get_secret_value().startswith("rediss://")
 
     @model_validator(mode="after")
     def _check(self) -> Self:

@@ -10,21 +10,27 @@ Every store failure surfaces as ``StoreUnavailable``; callers never see a driver
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 import orjson
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.crc import key_slot
 
 from index.features import Event
+from service.breaker import CircuitBreaker
+from service.metrics import Metrics
+from service.redis_client import (
+    BoundedRedis,
+    RedisClient,
+    RedisUnavailable,
+    bounded_redis_from_settings,
+)
+from service.redis_client import redact_url as redact_url  # re-exported: the store's URLs are logged redacted
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,9 +43,10 @@ class StoreUnavailable(Exception):
 class SessionStore(Protocol):
     """Recent events per user. Implementations are used from one event loop.
 
-    ``append`` is all-or-nothing: when it returns, every event is stored; when it raises
-    ``StoreUnavailable`` the batch was applied entirely or not at all (after a timeout the
-    caller cannot tell which, so a retried batch may store some events twice).
+    ``append`` is all-or-nothing per user: when it returns, every event is stored; when it
+    raises ``StoreUnavailable`` each user's events were applied entirely or not at all — on a
+    standalone Redis the whole batch's, on a cluster possibly some users' and not others' (and
+    after a timeout the caller cannot tell which, so a retried batch may store events twice).
     """
 
     async def append(self, events: Sequence[Event]) -> int:
@@ -72,35 +79,10 @@ def newest_first(events: list[Event]) -> list[Event]:
     return sorted(events, key=lambda e: -e.ts)
 
 
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, safe to log."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def user_key(prefix: str, user_id: str, name: str) -> str:
     """``{prefix}:{{user_id}}:{name}``: every key of one user shares the hash tag, so all of
     them live in one Redis Cluster slot."""
     return f"{prefix}:{{{user_id}}}:{name}"
-
-
-def redis_client(url: str, timeout_s: float) -> aioredis.Redis:
-    """A pooled client whose connect and commands time out after ``timeout_s``.
-
-    A dropped connection is retried once at once (pooled connections go stale when Redis
-    restarts), never a timeout: a hung Redis must cost a request one timeout, not several.
-    """
-    return aioredis.Redis.from_url(
-        url,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), retries=1, supported_errors=(RedisConnectionError,)),
-        health_check_interval=30,
-    )
 
 
 class InMemorySessionStore:
@@ -154,27 +136,37 @@ class RedisSessionStore:
     """Redis lists, one per user, at ``{prefix}:{{user_id}}:events`` (hash-tagged by user).
 
     Values are compact JSON ``[item_id, ts, action, scene, request_id]``. A batch is written
-    in one MULTI/EXEC transaction (LPUSH oldest→newest, LTRIM, EXPIRE per user), so readers
-    never see part of a batch. Connecting and each command time out after ``timeout_s``; a
-    dropped connection is retried once at once (pooled connections go stale when Redis
-    restarts), a timeout is not. Failures raise ``StoreUnavailable``. Safe for concurrent use
+    in MULTI/EXEC transactions (LPUSH oldest→newest, LTRIM, EXPIRE per user), so readers never
+    see part of a user's events: one transaction for the whole batch on a standalone Redis, one
+    per hash slot on a cluster (a transaction cannot span slots; the slots' transactions run
+    concurrently). Every call is bounded by ``timeout_s`` and goes through ``breaker`` (see
+    ``service.redis_client``); failures raise ``StoreUnavailable``. Safe for concurrent use
     from one event loop.
     """
 
     def __init__(
         self,
-        url: str,
+        redis: str | BoundedRedis,
         *,
         key_prefix: str = "nsp",
         max_events: int = 500,
         ttl_seconds: int = 30 * 86400,
         timeout_s: float = 0.2,
+        cluster: bool = False,
+        tls_ca_file: Path | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
+        """``redis``: a URL, connected with the options after ``ttl_seconds``, or a configured
+        connection (``store_from_settings``), used as it is."""
+        if isinstance(redis, str):
+            redis = BoundedRedis(
+                redis, timeout_s=timeout_s, cluster=cluster, tls_ca_file=tls_ca_file, breaker=breaker
+            )
         self._prefix = key_prefix
         self._max_events = max_events
         self._ttl = ttl_seconds
-        self._redis = redis_client(url, timeout_s)
-        log.info("session store: redis at %s", redact_url(url))
+        self._redis = redis
+        log.info("session store: %s at %s", "redis cluster" if redis.cluster else "redis", redis.url)
 
     def key(self, user_id: str) -> str:
         return user_key(self._prefix, user_id, "events")
@@ -182,25 +174,37 @@ class RedisSessionStore:
     async def append(self, events: Sequence[Event]) -> int:
         if not events:
             return 0
+        groups = by_user(events)
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                for user_id, group in by_user(events).items():
-                    key = self.key(user_id)
-                    pipe.lpush(key, *(_encode(e) for e in group))
-                    pipe.ltrim(key, 0, self._max_events - 1)
-                    pipe.expire(key, self._ttl)
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"session store write failed: {type(exc).__name__}: {exc}") from exc
+            if self._redis.cluster:
+                slots: dict[int, dict[str, list[Event]]] = {}
+                for user_id, group in groups.items():
+                    slots.setdefault(key_slot(self.key(user_id).encode()), {})[user_id] = group
+                await self._redis.run(lambda client: _gather(self._write(client, g) for g in slots.values()))
+            else:
+                await self._redis.run(lambda client: self._write(client, groups))
+        except RedisUnavailable as exc:
+            raise StoreUnavailable(f"session store write failed: {exc}") from exc
         return len(events)
+
+    async def _write(self, client: RedisClient, groups: dict[str, list[Event]]) -> None:
+        """One MULTI/EXEC for these users (on a cluster they must share one hash slot)."""
+        async with client.pipeline(transaction=True) as pipe:
+            for user_id, group in groups.items():
+                key = self.key(user_id)
+                pipe.lpush(key, *(_encode(e) for e in group))
+                pipe.ltrim(key, 0, self._max_events - 1)
+                pipe.expire(key, self._ttl)
+            await pipe.execute()
 
     async def recent(self, user_id: str, limit: int) -> list[Event]:
         if limit <= 0:
             return []
+        key = self.key(user_id)
         try:
-            raw: list[bytes | str] = await self._redis.lrange(self.key(user_id), 0, limit - 1)
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"session store read failed: {type(exc).__name__}: {exc}") from exc
+            raw: list[bytes | str] = await self._redis.run(lambda client: _lrange(client, key, limit))
+        except RedisUnavailable as exc:
+            raise StoreUnavailable(f"session store read failed: {exc}") from exc
         events = []
         for value in raw:
             event = _decode(user_id, value)
@@ -211,13 +215,19 @@ class RedisSessionStore:
         return newest_first(events)
 
     async def ping(self) -> bool:
-        try:
-            return bool(await self._redis.ping())
-        except (RedisError, OSError):
-            return False
+        return await self._redis.ping()
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await self._redis.close()
+
+
+async def _lrange(client: RedisClient, key: str, limit: int) -> list[bytes | str]:
+    values: list[bytes | str] = await client.lrange(key, 0, limit - 1)
+    return values
+
+
+async def _gather(writes: Iterable[Awaitable[None]]) -> None:
+    await asyncio.gather(*writes)
 
 
 def _encode(event: Event) -> bytes:
@@ -232,15 +242,15 @@ def _decode(user_id: str, value: bytes | str) -> Event | None:
         return None
 
 
-def store_from_settings(settings: Settings) -> SessionStore:
-    """Redis when ``settings.redis_url`` is set, else the in-memory store (with a warning)."""
+def store_from_settings(settings: Settings, metrics: Metrics | None = None) -> SessionStore:
+    """Redis when ``settings.redis_url`` is set (its breaker state exported to ``metrics``),
+    else the in-memory store (with a warning)."""
     if settings.redis_url is not None:
         return RedisSessionStore(
-            settings.redis_url.get_secret_value(),
+            bounded_redis_from_settings(settings, metrics, "session_store"),
             key_prefix=settings.store_key_prefix,
             max_events=settings.store_max_events,
             ttl_seconds=settings.store_ttl_seconds,
-            timeout_s=settings.store_timeout_s,
         )
     log.warning(
         "NSP_REDIS_URL is not set: using the in-memory session store; events are not persisted "

@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import orjson
-from redis.exceptions import RedisError
 
+from service.breaker import CircuitBreaker
+from service.metrics import Metrics
+from service.redis_client import BoundedRedis, RedisClient, RedisUnavailable, bounded_redis_from_settings
 from service.settings import Settings
-from service.store import redact_url, redis_client, user_key
+from service.store import user_key
 
 log = logging.getLogger(__name__)
 
@@ -132,53 +134,72 @@ class InMemoryTopKCache:
 class RedisTopKCache:
     """Values at ``{prefix}:{{user_id}}:topk`` with a TTL (``SET … EX``, whole seconds, rounded up).
 
-    Timeouts and the retry of a dropped connection are the session store's. Failures raise
-    ``CacheUnavailable``. Safe for concurrent use from one event loop.
+    Bounded and broken like the session store (``service.redis_client``: one deadline per call,
+    its own circuit breaker). Failures raise ``CacheUnavailable``. Safe for concurrent use from
+    one event loop.
     """
 
-    def __init__(self, url: str, *, key_prefix: str = "nsp", timeout_s: float = 0.2) -> None:
+    def __init__(
+        self,
+        redis: str | BoundedRedis,
+        *,
+        key_prefix: str = "nsp",
+        timeout_s: float = 0.2,
+        cluster: bool = False,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        """``redis``: a URL, connected with the options after ``key_prefix``, or a configured
+        connection (``topk_cache_from_settings``), used as it is."""
+        if isinstance(redis, str):
+            redis = BoundedRedis(redis, timeout_s=timeout_s, cluster=cluster, breaker=breaker)
         self._prefix = key_prefix
-        self._redis = redis_client(url, timeout_s)
-        log.info("nearline top-K cache: redis at %s", redact_url(url))
+        self._redis = redis
+        log.info("nearline top-K cache: %s at %s", "redis cluster" if redis.cluster else "redis", redis.url)
 
     def key(self, user_id: str) -> str:
         return user_key(self._prefix, user_id, "topk")
 
     async def get(self, user_id: str) -> bytes | None:
+        key = self.key(user_id)
         try:
-            value: bytes | str | None = await self._redis.get(self.key(user_id))
-        except (RedisError, OSError) as exc:
-            raise CacheUnavailable(f"top-K cache read failed: {type(exc).__name__}: {exc}") from exc
+            value: bytes | str | None = await self._redis.run(lambda client: client.get(key))
+        except RedisUnavailable as exc:
+            raise CacheUnavailable(f"top-K cache read failed: {exc}") from exc
         return value.encode() if isinstance(value, str) else value
 
     async def put(self, user_id: str, value: bytes, ttl_s: float) -> None:
+        key = self.key(user_id)
         try:
-            await self._redis.set(self.key(user_id), value, ex=max(1, math.ceil(ttl_s)))
-        except (RedisError, OSError) as exc:
-            raise CacheUnavailable(f"top-K cache write failed: {type(exc).__name__}: {exc}") from exc
+            await self._redis.run(lambda client: client.set(key, value, ex=max(1, math.ceil(ttl_s))))
+        except RedisUnavailable as exc:
+            raise CacheUnavailable(f"top-K cache write failed: {exc}") from exc
 
     async def delete(self, user_ids: Collection[str]) -> None:
         if not user_ids:
             return
+        keys = [self.key(user_id) for user_id in user_ids]
         try:
-            # One DEL per key, pipelined: one round trip, and no command spans two users' slots.
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for user_id in user_ids:
-                    pipe.delete(self.key(user_id))
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise CacheUnavailable(f"top-K cache delete failed: {type(exc).__name__}: {exc}") from exc
+            await self._redis.run(lambda client: _delete_each(client, keys))
+        except RedisUnavailable as exc:
+            raise CacheUnavailable(f"top-K cache delete failed: {exc}") from exc
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await self._redis.close()
 
 
-def topk_cache_from_settings(settings: Settings) -> TopKCache:
-    """Redis (the session store's) when ``settings.redis_url`` is set, else in memory."""
+async def _delete_each(client: RedisClient, keys: list[str]) -> None:
+    # One DEL per key, pipelined without a transaction: one round trip (per node on a cluster),
+    # and no command spans two users' slots.
+    async with client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.delete(key)
+        await pipe.execute()
+
+
+def topk_cache_from_settings(settings: Settings, metrics: Metrics | None = None) -> TopKCache:
+    """Redis (the session store's, with a breaker of its own exported to ``metrics``) when
+    ``settings.redis_url`` is set, else in memory."""
     if settings.redis_url is not None:
-        return RedisTopKCache(
-            settings.redis_url.get_secret_value(),
-            key_prefix=settings.store_key_prefix,
-            timeout_s=settings.store_timeout_s,
-        )
+        redis = bounded_redis_from_settings(settings, metrics, "topk_cache")
+        return RedisTopKCache(redis, key_prefix=settings.store_key_prefix)
     return InMemoryTopKCache()
