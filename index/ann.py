@@ -7,12 +7,17 @@ persist it in the file (the manifest records it).
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import hnswlib
 import numpy as np
 
 from index.bundle import HnswParams
+
+# The start of an hnswlib (0.5-0.8) index file: offset of level 0, max elements, element count,
+# bytes per element, offset of the label in an element, offset of the vector in it.
+_HEADER = struct.Struct("<6Q")
 
 
 class ItemIndex:
@@ -34,6 +39,9 @@ class ItemIndex:
 
     @classmethod
     def load(cls, path: Path, dim: int, count: int, params: HnswParams, num_threads: int = 1) -> ItemIndex:
+        """Raises ValueError when the file holds vectors of another dim, RuntimeError (hnswlib)
+        when it is truncated or otherwise unreadable."""
+        _check_dim(path, dim)
         index = hnswlib.Index(space=params.space, dim=dim)
         index.load_index(str(path), max_elements=max(count, 1))
         return cls(index, params, num_threads)
@@ -75,6 +83,19 @@ class ItemIndex:
         labels, distances = self._index.knn_query(np.ascontiguousarray(queries, dtype=np.float32), k=k)
         scores = -distances if self.params.space == "l2" else 1.0 - distances
         return labels.astype(np.int64), scores.astype(np.float32)
+
+
+def _check_dim(path: Path, dim: int) -> None:
+    """hnswlib takes the dim from its caller, not the file: an index of 16-dim vectors loads as
+    8-dim (answering nonsense) or 32-dim (reading past each vector), so compare first."""
+    with path.open("rb") as f:
+        header = f.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        raise ValueError(f"{len(header)} bytes, shorter than an hnswlib header")
+    label_offset, vector_offset = _HEADER.unpack(header)[4:]
+    stored = (label_offset - vector_offset) / np.dtype(np.float32).itemsize
+    if stored != dim:
+        raise ValueError(f"index vectors have dim {stored:g}, expected {dim}")
 
 
 def exact_top_k(

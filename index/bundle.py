@@ -7,7 +7,9 @@ the sha256 of every other file, so a directory without a valid manifest is not a
 
 Publishing writes into a hidden staging directory, fsyncs every file, writes the manifest,
 then renames the directory into place; readers never see a half-written bundle, and a
-published bundle is never modified.
+published bundle is never modified. A publisher killed before the rename leaves its staging
+directory behind: the next publish (and ``prune``) removes it once it is provably abandoned
+(``remove_stale_staging``).
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal
 
@@ -113,19 +116,20 @@ def latest_version(root: Path) -> int | None:
 
 
 def read_manifest(directory: Path) -> Manifest:
-    """Parse and check the manifest; raises BundleError with the reason."""
+    """Parse and check the manifest; raises BundleError with the reason (one line)."""
     try:
         raw = json.loads((directory / MANIFEST).read_text())
     except (OSError, ValueError) as exc:
-        raise BundleError(f"{directory}: unreadable manifest: {exc}") from exc
-    if raw.get("schema_version") != SCHEMA_VERSION:
-        raise BundleError(
-            f"{directory}: manifest schema {raw.get('schema_version')!r}, this build reads {SCHEMA_VERSION}"
-        )
+        raise BundleError(f"{directory}: unreadable {MANIFEST}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise BundleError(f"{directory}: {MANIFEST} is not a JSON object")
+    if (schema := raw.get("schema_version")) != SCHEMA_VERSION:
+        raise BundleError(f"{directory}: {MANIFEST} has schema {schema!r}, this build reads {SCHEMA_VERSION}")
     try:
         manifest = Manifest.model_validate(raw)
     except ValidationError as exc:
-        raise BundleError(f"{directory}: invalid manifest: {exc}") from exc
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise BundleError(f"{directory}: invalid {MANIFEST}: {problems}") from exc
     if directory.name != str(manifest.version):
         raise BundleError(f"{directory}: manifest says version {manifest.version}")
     return manifest
@@ -159,9 +163,16 @@ def now_timestamp() -> float:
 
 @contextmanager
 def staging(root: Path) -> Iterator[Path]:
-    """A private staging directory under ``root``; removed if the block raises."""
+    """A private staging directory under ``root``; removed if the block raises.
+
+    The name, ``.staging-<namespace>-<pid>-<time>``, says which process made it, so that a
+    later publisher can tell a killed run's leftover from a live one; leftovers are removed
+    first (``remove_stale_staging``).
+    """
     root.mkdir(parents=True, exist_ok=True)
-    path = root / f"{STAGING_PREFIX}{os.getpid()}-{dt.datetime.now().timestamp():.6f}"
+    remove_stale_staging(root)
+    stamp = f"{_PROCESS_NAMESPACE}-{os.getpid()}-{dt.datetime.now().timestamp():.6f}"
+    path = root / f"{STAGING_PREFIX}{stamp}"
     path.mkdir()
     try:
         yield path
@@ -237,9 +248,80 @@ def prune(root: Path, keep: int, protect: set[int] | None = None) -> list[int]:
         (directory / MANIFEST).unlink(missing_ok=True)
         shutil.rmtree(directory, ignore_errors=True)
         log.info("pruned bundle %d", version)
-    # Staging directories left by a publisher that crashed (a live one is younger than this).
-    for stale in root.glob(f"{STAGING_PREFIX}*"):
-        if now_timestamp() - stale.stat().st_mtime > STALE_STAGING_S:
-            shutil.rmtree(stale, ignore_errors=True)
-            log.info("removed stale staging directory %s", stale.name)
+    remove_stale_staging(root)
     return doomed
+
+
+def _process_namespace() -> str:
+    """This kernel boot and pid namespace: a pid names the same process only within both.
+
+    Containers on one host share the kernel but not pids, and two hosts share neither, so a
+    staging directory's pid is only checked by a process that prints the same string here.
+    """
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")[:16]
+        pid_namespace = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
+    except OSError:
+        return UNKNOWN_NAMESPACE
+    return boot + pid_namespace.removeprefix("pid:[").removesuffix("]")
+
+
+UNKNOWN_NAMESPACE = "unknown"  # no /proc: pids are never checked, only idle time
+_PROCESS_NAMESPACE = _process_namespace()
+
+
+def _process_gone(pid: int) -> bool:
+    """True only when no process ``pid`` runs in this pid namespace (a zombie counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's: alive
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
+
+
+def _last_activity(directory: Path) -> float:
+    """The newest mtime of the directory and the files in it (a live publisher writing one large
+    file changes that file's mtime, not the directory's)."""
+    times = [directory.stat().st_mtime]
+    for child in directory.iterdir():
+        with suppress(OSError):
+            times.append(child.stat().st_mtime)
+    return max(times)
+
+
+def remove_stale_staging(root: Path, max_idle_s: float = STALE_STAGING_S) -> list[str]:
+    """Delete staging directories that no live publisher is writing; returns their names.
+
+    One is abandoned when the process that made it is gone (checked only for directories made
+    in this kernel boot and pid namespace, see ``staging``), or when nothing in it changed for
+    ``max_idle_s``: the only test possible for a publisher on another host or in another
+    container, so ``max_idle_s`` must exceed the longest pause between two writes of a publish.
+    A live publisher's directory is never deleted by this process's checks.
+    """
+    removed = []
+    for path in sorted(root.glob(f"{STAGING_PREFIX}*")) if root.is_dir() else []:
+        namespace, _, rest = path.name.removeprefix(STAGING_PREFIX).partition("-")
+        pid = rest.partition("-")[0]
+        try:
+            if namespace == _PROCESS_NAMESPACE != UNKNOWN_NAMESPACE and pid.isdigit():
+                if not _process_gone(int(pid)):
+                    continue  # however long it has been quiet: its publisher is still running
+                why = f"its publisher (pid {pid}) is gone"
+            elif (idle := time.time() - _last_activity(path)) > max_idle_s:
+                why = f"untouched for {idle / 3600:.1f} h"
+            else:
+                continue
+        except OSError:  # removed meanwhile (its publisher committed or failed)
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path.name)
+        log.warning(
+            "removed staging directory %s left by a publisher that did not finish: %s", path.name, why
+        )
+    return removed

@@ -291,7 +291,7 @@ class BundleRegistry:
         try:
             bundle = await self._run(functools.partial(self._loader, directory))
         except Exception as exc:  # any loader failure must leave the served bundle untouched
-            reason, permanent = str(exc), False
+            reason, permanent = " ".join(str(exc).split()) or type(exc).__name__, False  # one log line
         else:
             if bundle.version == version:
                 self._failures.pop(version, None)

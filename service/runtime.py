@@ -1,7 +1,8 @@
 """A bundle loaded for serving: encoder (ONNX Runtime), item index (hnswlib), vocabulary, fallbacks.
 
 ``LoadedBundle.load`` is the only way in, and it validates before it returns: manifest, file
-checksums, shapes and counts that must agree, and the probe (the encoder must reproduce the
+checksums (before any other reader sees a file: hnswlib and ONNX Runtime trust their input),
+shapes and counts that must agree, and the probe (the encoder must reproduce the
 user vectors recorded at export time, so a copied or re-exported ``encoder.onnx`` that
 computes something else is refused). A bundle that loads is also warm: the probe has run
 through both the encoder and the index.
@@ -109,7 +110,7 @@ class LoadedBundle:
         try:
             vocab = Vocabulary.load(directory)
         except (OSError, KeyError, ValueError) as exc:
-            raise BundleError(f"{directory}: unreadable vocabulary: {exc}") from exc
+            raise BundleError(f"{directory}: unreadable {VOCAB_FILE} or {ITEMS_FILE}: {exc}") from exc
         session = _open_encoder(directory / ENCODER_FILE, manifest, encoder_threads, provider)
         try:
             index = ItemIndex.load(
@@ -119,15 +120,13 @@ class LoadedBundle:
                 params=manifest.hnsw,
                 num_threads=ann_threads,
             )
-        except (OSError, RuntimeError) as exc:
-            raise BundleError(f"{directory}: unreadable item index: {exc}") from exc
+        except (OSError, RuntimeError, ValueError) as exc:  # hnswlib raises RuntimeError
+            raise BundleError(f"{directory}: unreadable {INDEX_FILE}: {exc}") from exc
         if not index.count == vocab.n_items == manifest.item_count:
             raise BundleError(
                 f"{directory}: item counts disagree: index {index.count}, vocabulary {vocab.n_items}, "
                 f"manifest {manifest.item_count}"
             )
-        if index.dim != manifest.embedding_dim:
-            raise BundleError(f"{directory}: index dim {index.dim} != embedding_dim {manifest.embedding_dim}")
         bundle = cls(directory, manifest, vocab, session, index, _read_popularity(directory))
         bundle._check_probe()
         log.info(
@@ -166,7 +165,7 @@ class LoadedBundle:
             with np.load(self.directory / PROBE_FILE, allow_pickle=False) as probe:
                 tokens, expected = probe["tokens"], probe["user_vec"]
         except (OSError, KeyError, ValueError) as exc:
-            raise BundleError(f"{self.directory}: unreadable probe: {exc}") from exc
+            raise BundleError(f"{self.directory}: unreadable {PROBE_FILE}: {exc}") from exc
         try:
             out = self.encode(tokens)
         except Exception as exc:  # ONNX Runtime raises its own exception types
@@ -179,7 +178,8 @@ class LoadedBundle:
         if not np.allclose(out, expected, atol=PROBE_ATOL):
             worst = float(np.max(np.abs(out - expected)))
             raise BundleError(
-                f"{self.directory}: encoder does not reproduce the probe (max abs diff {worst:.2e})"
+                f"{self.directory}: {ENCODER_FILE} does not reproduce the probe in {PROBE_FILE} "
+                f"(max abs diff {worst:.2e})"
             )
         self.search(out, min(10, self._index.count))  # warm the index pages
 
