@@ -56,9 +56,11 @@ router = APIRouter(
     tags=["admin"],
     dependencies=[Depends(require_admin)],
     responses={
+        400: {"model": Problem},
         401: {"model": Problem},
         403: {"model": Problem},
         409: {"model": Problem},
+        413: {"model": Problem},
         503: {"model": Problem},
     },
 )

@@ -27,7 +27,8 @@ from service import admin
 from service.batching import EncodeBatcher
 from service.dependencies import BundleDep, Services, ServicesDep
 from service.errors import LimitExceeded, install_error_handlers
-from service.metrics import Metrics, forget_this_process
+from service.limits import BodySizeLimit, InFlightLimit
+from service.metrics import SHED_ROUTES, Metrics, forget_this_process
 from service.nearline import Nearline, NearlineConfig
 from service.pin_file import PinFile
 from service.recall import RecallPipeline
@@ -51,7 +52,8 @@ from service.topk_cache import TopKCache, topk_cache_from_settings
 log = logging.getLogger(__name__)
 
 
-router = APIRouter(responses={422: {"model": Problem}, 503: {"model": Problem}})
+# 400: a body that is not text (not UTF-8); 413: over max_body_bytes (service.limits).
+router = APIRouter(responses={code: {"model": Problem} for code in (400, 413, 422, 503)})
 
 
 @router.post("/v1/recall")
@@ -247,6 +249,11 @@ def create_app(
     app = FastAPI(title="nsp-recall", version="1", lifespan=lifespan)
     app.include_router(router)
     app.include_router(admin.router)
+    # The last added runs first: shedding costs nothing, and a refused body is still timed.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
+    app.add_middleware(
+        InFlightLimit, limit=settings.max_in_flight, paths=SHED_ROUTES, shed=metrics.requests_shed
+    )
     install_error_handlers(app)
     return app

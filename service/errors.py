@@ -8,12 +8,14 @@ Every error body is ``{"error": code, "detail": message}``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from service.registry import BundleLoadFailed, BundleRootUnavailable, NothingToRollBack, UnknownVersion
 from service.store import StoreUnavailable
@@ -27,6 +29,14 @@ class NoBundleLoaded(Exception):
 
 class LimitExceeded(Exception):
     """The request is within the API's ceilings but over this deployment's configured limits."""
+
+
+class BodyTooLarge(Exception):
+    """The request body is larger than ``max_body_bytes`` (declared or counted while reading)."""
+
+
+class Overloaded(Exception):
+    """``max_in_flight`` requests are running already; this one is refused at once, not queued."""
 
 
 class AdminDisabled(Exception):
@@ -56,12 +66,14 @@ class ErrorSpec:
 ERRORS: dict[type[Exception], ErrorSpec] = {
     RequestValidationError: ErrorSpec(422, "invalid_request"),
     LimitExceeded: ErrorSpec(422, "limit_exceeded"),
+    BodyTooLarge: ErrorSpec(413, "body_too_large"),
     AdminUnauthorized: ErrorSpec(401, "unauthorized", challenge="Bearer"),
     AdminDisabled: ErrorSpec(403, "admin_disabled"),
     UnknownVersion: ErrorSpec(404, "unknown_version"),
     NothingToRollBack: ErrorSpec(409, "nothing_to_roll_back"),
     BundleLoadFailed: ErrorSpec(409, "bundle_load_failed"),
     StoreUnavailable: ErrorSpec(503, "session_store_unavailable", retry_after_s=1),
+    Overloaded: ErrorSpec(503, "overloaded", retry_after_s=1),
     NoBundleLoaded: ErrorSpec(503, "no_bundle_loaded", retry_after_s=5),
     BundleRootUnavailable: ErrorSpec(503, "bundle_root_unavailable", retry_after_s=5),
 }
@@ -74,15 +86,41 @@ def _detail(exc: Exception) -> object:
     return str(exc)
 
 
+def _spec(exc: Exception) -> ErrorSpec:
+    return next(spec for kind, spec in ERRORS.items() if isinstance(exc, kind))
+
+
+def problem_response(exc: Exception, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """``exc`` (an instance of a kind in ``ERRORS``) as its status, headers and problem body; for
+    middleware that answers before the app's exception handlers could."""
+    spec = _spec(exc)
+    return JSONResponse(
+        {"error": spec.code, "detail": _detail(exc)},
+        status_code=spec.status,
+        headers={**(spec.headers() or {}), **(headers or {})} or None,
+    )
+
+
 async def _handle(request: Request, exc: Exception) -> JSONResponse:
-    spec = next(spec for kind, spec in ERRORS.items() if isinstance(exc, kind))
+    spec = _spec(exc)
     if spec.status >= 500:
         log.warning("%s %s → %d: %s", request.method, request.url.path, spec.status, exc)
+    return problem_response(exc)
+
+
+# Errors the framework raises itself: an unknown path, a wrong method, an unreadable body.
+HTTP_ERROR_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+
+
+async def _handle_http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    code = HTTP_ERROR_CODES.get(exc.status_code, "http_error")
     return JSONResponse(
-        {"error": spec.code, "detail": _detail(exc)}, status_code=spec.status, headers=spec.headers()
+        {"error": code, "detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
     )
 
 
 def install_error_handlers(app: FastAPI) -> None:
     for kind in ERRORS:
         app.add_exception_handler(kind, _handle)
+    app.add_exception_handler(HTTPException, _handle_http)

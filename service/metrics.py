@@ -46,6 +46,8 @@ ADMIN_ACTIONS: tuple[AdminAction, ...] = ("reload", "rollback", "pin", "unpin")
 BreakerClient = Literal["session_store", "topk_cache"]
 BREAKER_CLIENTS: tuple[BreakerClient, ...] = ("session_store", "topk_cache")
 MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Routes whose requests the in-flight limit may refuse (service.limits); never probes or metrics.
+SHED_ROUTES = ("/v1/recall",)
 # prometheus_client.multiprocess has no annotations; these are its signatures.
 _collect_processes: Callable[[CollectorRegistry], object] = multiprocess.MultiProcessCollector
 _mark_process_dead: Callable[[int], None] = multiprocess.mark_process_dead
@@ -72,6 +74,12 @@ class Metrics:
             "Latency of one recall pipeline stage.",
             ["stage"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.requests_shed = Counter(
+            "nsp_requests_shed",
+            "Requests answered 503 overloaded at once because max_in_flight were running, by route.",
+            ["route"],
             registry=r,
         )
         self.encode_batch_size = Histogram(
@@ -177,6 +185,8 @@ class Metrics:
         )
         for stage in STAGES:
             self.stage_seconds.labels(stage=stage)  # export every stage from the first scrape
+        for route in SHED_ROUTES:
+            self.requests_shed.labels(route=route)
         for reason in ("no_history", "store_unavailable"):
             self.fallbacks.labels(reason=reason)
         for operation in ("append", "recent"):

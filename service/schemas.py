@@ -1,36 +1,47 @@
 """HTTP request and response bodies of the v1 API (design §3.2), with their limits.
 
 The limits here are the API's hard ceilings; ``Settings`` may lower k, batch and exclusion
-limits per deployment (checked in the routes). Unknown fields are rejected, so a typo in a
-field name is a 422 rather than a silently ignored option.
+limits per deployment (checked in the routes). Every string is bounded. Unknown fields are
+rejected, so a typo in a field name is a 422 rather than a silently ignored option, and values
+are not coerced (``"k": "5"`` or ``"exclude_seen": "no"`` is a 422, not a guess).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from index.features import Event
 from service.settings import API_MAX_EVENTS_PER_BATCH, API_MAX_EXCLUDE_IDS, API_MAX_K
 
+
+def _integral(value: object) -> object:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# JSON Schema's "integer" includes 1.0; strict validation still refuses "1", 1.5 and true. Put it
+# after an int's constraints (Annotated[int, Field(ge=…), INTEGRAL]), or the OpenAPI schema loses them.
+INTEGRAL = BeforeValidator(_integral)
 UserId = Annotated[str, Field(min_length=1, max_length=128)]
 ItemId = Annotated[str, Field(min_length=1, max_length=128)]
 Scene = Annotated[str, Field(min_length=1, max_length=64)]
+RequestId = Annotated[str, Field(min_length=1, max_length=128)]
 Action = Literal["exposure", "click", "cart", "pay"]
 Source = Literal["model", "cache", "fallback"]
+# 2100-01-01T00:00:00Z. A later event time is a unit mistake (ms or µs), and the encoder's
+# calendar features cannot represent years past 9999 at all.
+MAX_TS = 4_102_444_800
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class RecallRequest(_Request):
     user_id: UserId
-    k: int | None = Field(
+    k: Annotated[int, Field(ge=1, le=API_MAX_K), INTEGRAL] | None = Field(
         default=None,
-        ge=1,
-        le=API_MAX_K,
         description="Items to return (1..1000); default: the service's default_k (100).",
     )
     scene: Scene = Field(
@@ -54,8 +65,10 @@ class EventIn(_Request):
     item_id: ItemId
     action: Action
     scene: Scene
-    ts: int = Field(gt=0, description="Unix time in seconds.")
-    request_id: Annotated[str, Field(min_length=1, max_length=128)]
+    ts: Annotated[int, Field(gt=0, le=MAX_TS), INTEGRAL] = Field(
+        description="Unix time in seconds (before 2100)."
+    )
+    request_id: RequestId
 
     def to_event(self) -> Event:
         return Event(self.user_id, self.item_id, self.ts, self.action, self.scene, self.request_id)
@@ -112,7 +125,9 @@ class BundleSummary(BaseModel):
 
 
 class PinRequest(_Request):
-    version: int = Field(gt=0, description="Bundle version to serve until unpinned.")
+    version: Annotated[int, Field(gt=0), INTEGRAL] = Field(
+        description="Bundle version to serve until unpinned."
+    )
 
 
 class FailedVersionOut(BaseModel):

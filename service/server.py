@@ -103,4 +103,6 @@ def _config(settings: Settings, app: FastAPI | str, workers: int = 1) -> uvicorn
         log_level=settings.log_level,
         lifespan="on",
         access_log=settings.log_level == "debug",  # per-request lines are metrics' job otherwise
+        # On SIGTERM: stop accepting, let in-flight requests finish for this long, then cancel them.
+        timeout_graceful_shutdown=settings.shutdown_grace_s,
     )

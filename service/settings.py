@@ -20,6 +20,8 @@ from index.bundle import SERVING_RECORD_MAX_AGE_S
 API_MAX_K = 1000
 API_MAX_EVENTS_PER_BATCH = 1000
 API_MAX_EXCLUDE_IDS = 1000
+# Events one recall reads (and groups into sessions) before the encoder's window trims them.
+API_MAX_HISTORY_EVENTS = 10_000
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 MIN_ADMIN_TOKEN_CHARS = 16
@@ -49,7 +51,12 @@ class Settings(BaseSettings):
     store_key_prefix: str = Field(
         default="nsp", min_length=1, description="Prefix of every session-store key."
     )
-    store_max_events: int = Field(default=500, gt=0, description="Most recent events kept per user.")
+    store_max_events: int = Field(
+        default=500,
+        gt=0,
+        le=API_MAX_HISTORY_EVENTS,
+        description="Most recent events kept per user, and read by each recall (its history).",
+    )
     store_ttl_seconds: int = Field(
         default=30 * 86400, gt=0, description="A user's events expire this long after their last write."
     )
@@ -128,6 +135,25 @@ class Settings(BaseSettings):
         ge=0,
         le=API_MAX_EXCLUDE_IDS,
         description="Most exclude_item_ids per request.",
+    )
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        # A full events batch with every ASCII id at its longest is ~0.55 MiB.
+        description="Largest request body in bytes (declared or, when chunked, counted); larger: 413.",
+    )
+    max_in_flight: int = Field(
+        default=64,
+        ge=1,
+        # 64 recalls queued on a 2-thread CPU pool wait ~0.1 s; beyond that a retry elsewhere is faster.
+        description="Recall requests running at once per server process; more are answered 503 at once.",
+    )
+    shutdown_grace_s: int = Field(
+        default=20,
+        ge=1,
+        # Below Kubernetes' default terminationGracePeriodSeconds (30), leaving time for the lifespan.
+        description="On SIGTERM, how long in-flight requests may take to finish before they are cancelled.",
     )
     # Nearline mode (docs/architecture.md#nearline): an event ingest recomputes the user's top-K
     # in the background; recalls that the cached list can answer exactly are served from it.

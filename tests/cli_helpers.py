@@ -57,6 +57,29 @@ def serve_process(
     """`nsprecall serve --bundles BUNDLES` on a free port, with Redis keys under a prefix of its
     own; yields a client once it is ready, then stops it and deletes its keys. With
     ``log_path`` the server's output goes there (else stderr is piped and stdout dropped)."""
+    with served_process(
+        bundles,
+        redis_url,
+        *args,
+        env=env,
+        log_path=log_path,
+        ready_timeout=ready_timeout,
+        client_timeout=client_timeout,
+    ) as (client, _):
+        yield client
+
+
+@contextmanager
+def served_process(
+    bundles: Path,
+    redis_url: str,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    log_path: Path | None = None,
+    ready_timeout: float = 60,
+    client_timeout: float = 10,
+) -> Iterator[tuple[httpx.Client, subprocess.Popen[bytes]]]:
+    """``serve_process``, also yielding the server process (to signal it)."""
     port = free_port()
     prefix = f"nsptest-{uuid.uuid4().hex[:8]}"
     environment = {**os.environ, "NSP_REDIS_URL": redis_url, "NSP_STORE_KEY_PREFIX": prefix, **(env or {})}
@@ -73,7 +96,7 @@ def serve_process(
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=client_timeout)
     try:
         wait_until(lambda: client.get("/readyz").status_code == 200, ready_timeout, "readiness")
-        yield client
+        yield client, process
     finally:
         client.close()
         process.terminate()
