@@ -10,16 +10,14 @@ Every store failure surfaces as ``StoreUnavailable``; callers never see a driver
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import orjson
-from redis.crc import key_slot
 
 from index.features import Event
 from service.breaker import CircuitBreaker
@@ -136,12 +134,11 @@ class RedisSessionStore:
     """Redis lists, one per user, at ``{prefix}:{{user_id}}:events`` (hash-tagged by user).
 
     Values are compact JSON ``[item_id, ts, action, scene, request_id]``. A batch is written
-    in MULTI/EXEC transactions (LPUSH oldest→newest, LTRIM, EXPIRE per user), so readers never
-    see part of a user's events: one transaction for the whole batch on a standalone Redis, one
-    per hash slot on a cluster (a transaction cannot span slots; the slots' transactions run
-    concurrently). Every call is bounded by ``timeout_s`` and goes through ``breaker`` (see
-    ``service.redis_client``); failures raise ``StoreUnavailable``. Safe for concurrent use
-    from one event loop.
+    atomically per user (LPUSH oldest→newest, LTRIM, EXPIRE), so readers never see part of a
+    user's events: one MULTI/EXEC for the whole batch on a standalone Redis; on a cluster, where
+    a transaction cannot span hash slots, one Lua script per user, pipelined. Every call is
+    bounded by ``timeout_s`` and goes through ``breaker`` (see ``service.redis_client``);
+    failures raise ``StoreUnavailable``. Safe for concurrent use from one event loop.
     """
 
     def __init__(
@@ -176,25 +173,29 @@ class RedisSessionStore:
             return 0
         groups = by_user(events)
         try:
-            if self._redis.cluster:
-                slots: dict[int, dict[str, list[Event]]] = {}
-                for user_id, group in groups.items():
-                    slots.setdefault(key_slot(self.key(user_id).encode()), {})[user_id] = group
-                await self._redis.run(lambda client: _gather(self._write(client, g) for g in slots.values()))
-            else:
-                await self._redis.run(lambda client: self._write(client, groups))
+            write = self._write_per_user if self._redis.cluster else self._write
+            await self._redis.run(lambda client: write(client, groups))
         except RedisUnavailable as exc:
             raise StoreUnavailable(f"session store write failed: {exc}") from exc
         return len(events)
 
     async def _write(self, client: RedisClient, groups: dict[str, list[Event]]) -> None:
-        """One MULTI/EXEC for these users (on a cluster they must share one hash slot)."""
+        """One MULTI/EXEC for the whole batch (standalone Redis: every key on one server)."""
         async with client.pipeline(transaction=True) as pipe:
             for user_id, group in groups.items():
                 key = self.key(user_id)
                 pipe.lpush(key, *(_encode(e) for e in group))
                 pipe.ltrim(key, 0, self._max_events - 1)
                 pipe.expire(key, self._ttl)
+            await pipe.execute()
+
+    async def _write_per_user(self, client: RedisClient, groups: dict[str, list[Event]]) -> None:
+        """One atomic script per user, pipelined without a transaction (a cluster refuses one
+        that spans slots): one round trip per node, however many users the batch holds."""
+        async with client.pipeline(transaction=False) as pipe:
+            for user_id, group in groups.items():
+                values = (_encode(e) for e in group)
+                pipe.eval(_APPEND_SCRIPT, 1, self.key(user_id), self._max_events, self._ttl, *values)
             await pipe.execute()
 
     async def recent(self, user_id: str, limit: int) -> list[Event]:
@@ -226,8 +227,14 @@ async def _lrange(client: RedisClient, key: str, limit: int) -> list[bytes | str
     return values
 
 
-async def _gather(writes: Iterable[Awaitable[None]]) -> None:
-    await asyncio.gather(*writes)
+# LPUSH (values oldest → newest), LTRIM and EXPIRE of one user's list, atomic as a script.
+# ARGV: max events, TTL seconds, then the values.
+_APPEND_SCRIPT = """
+redis.call('LPUSH', KEYS[1], unpack(ARGV, 3))
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
 
 
 def _encode(event: Event) -> bytes:

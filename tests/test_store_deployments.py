@@ -70,6 +70,11 @@ async def test_multi_user_batches_span_the_cluster(
     for u in (0, 17, 59):  # newest first, capped at 4
         stored = await cluster_store.recent(f"user-{u}", 10)
         assert [e.item_id for e in stored] == [f"item-{u}-{i}" for i in (5, 4, 3, 2)]
+    cluster_client = redis.RedisCluster(host="127.0.0.1", port=cluster[0].port)
+    try:
+        assert 0 < cluster_client.ttl(cluster_store.key("user-42")) <= Settings().store_ttl_seconds
+    finally:
+        cluster_client.close()
     # The batch really crossed slots and nodes: each master holds some of its users.
     per_node = []
     for node in cluster:
