@@ -288,6 +288,10 @@ class BundleRegistry:
         as ``BundleLoadFailed`` (holding no reference to the half-loaded bundle)."""
         directory = self.root / str(version)
         started = time.perf_counter()
+        # A bundle that was still in use when ``settle_memory`` froze it, and has since become
+        # cyclic garbage, must be freed before another one loads: two bundles at most.
+        gc.unfreeze()
+        gc.collect()
         try:
             bundle = await self._run(functools.partial(self._loader, directory))
         except Exception as exc:  # any loader failure must leave the served bundle untouched
@@ -391,8 +395,9 @@ def settle_memory() -> None:
     imported modules) out of the cyclic collector's generations, so a full collection no
     longer walks them all again: before, a 1M-item bundle made every full collection a ~40 ms
     pause of the event loop, about once a second under load, and that was the p99. Frozen
-    objects are still freed by reference counting; unfreezing first lets each settle find
-    cyclic garbage that the bundle before left behind.
+    objects are still freed by reference counting; a frozen one that ends up in garbage
+    cycles is freed when ``_load`` unfreezes and collects before the next load (one full
+    collection per load), so it never counts as a third bundle.
     """
     gc.unfreeze()
     gc.collect()
