@@ -27,7 +27,7 @@ from service import admin
 from service.batching import EncodeBatcher
 from service.dependencies import BundleDep, Services, ServicesDep
 from service.errors import LimitExceeded, install_error_handlers
-from service.limits import BodySizeLimit, InFlightLimit
+from service.limits import BodySizeLimit, InFlightLimit, ShutdownCutoff
 from service.metrics import SHED_ROUTES, Metrics, forget_this_process
 from service.nearline import Nearline, NearlineConfig
 from service.pin_file import PinFile
@@ -253,7 +253,12 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.add_middleware(
-        InFlightLimit, limit=settings.max_in_flight, paths=SHED_ROUTES, shed=metrics.requests_shed
+        InFlightLimit,
+        limit=settings.max_in_flight,
+        paths=SHED_ROUTES,
+        shed=metrics.requests_shed,
+        in_flight=metrics.requests_in_flight,
     )
+    app.add_middleware(ShutdownCutoff)
     install_error_handlers(app)
     return app

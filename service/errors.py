@@ -39,6 +39,10 @@ class Overloaded(Exception):
     """``max_in_flight`` requests are running already; this one is refused at once, not queued."""
 
 
+class ShuttingDown(Exception):
+    """The server cancelled the request: it was still running when the shutdown grace time ended."""
+
+
 class AdminDisabled(Exception):
     """An admin endpoint was called but no admin token is configured."""
 
@@ -74,6 +78,7 @@ ERRORS: dict[type[Exception], ErrorSpec] = {
     BundleLoadFailed: ErrorSpec(409, "bundle_load_failed"),
     StoreUnavailable: ErrorSpec(503, "session_store_unavailable", retry_after_s=1),
     Overloaded: ErrorSpec(503, "overloaded", retry_after_s=1),
+    ShuttingDown: ErrorSpec(503, "shutting_down", retry_after_s=1),
     NoBundleLoaded: ErrorSpec(503, "no_bundle_loaded", retry_after_s=5),
     BundleRootUnavailable: ErrorSpec(503, "bundle_root_unavailable", retry_after_s=5),
 }

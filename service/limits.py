@@ -1,7 +1,7 @@
-"""Limits enforced before a route runs: the size of a request body, and recalls running at once.
+"""Limits on a request: the size of its body, how many recalls run at once, the shutdown grace.
 
-Both are ASGI middleware that answer with the service's problem body themselves
-(``service.errors.problem_response``), because they refuse a request before FastAPI reads it:
+All three are ASGI middleware that answer with the service's problem body themselves
+(``service.errors.problem_response``), because they act where FastAPI's handlers cannot:
 
 - ``BodySizeLimit``: a body over ``max_bytes`` is ``413 body_too_large``. A declared
   ``Content-Length`` over the limit is refused without reading a byte; a chunked body (no
@@ -11,19 +11,23 @@ Both are ASGI middleware that answer with the service's problem body themselves
   another one is ``503 overloaded`` with ``Retry-After: 1`` at once (and counted), instead of
   waiting in an unbounded queue in front of the CPU pool. Other routes (probes, metrics) are
   never refused.
+- ``ShutdownCutoff``: a request the server cancels because it was still running when the
+  shutdown grace time (``NSP_SHUTDOWN_GRACE_S``) ended is answered ``503 shutting_down`` with
+  ``Retry-After: 1`` (uvicorn's own answer would be a bare 500), unless it had started answering.
 
-Both keep their state on the one event loop of their process: no locks, and with several
+The limits keep their state on the one event loop of their process: no locks, and with several
 worker processes every process has its own in-flight limit.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import BodyTooLarge, Overloaded, problem_response
+from service.errors import BodyTooLarge, Overloaded, ShuttingDown, problem_response
 
 CLOSE = {"Connection": "close"}
 
@@ -86,12 +90,16 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 
 class InFlightLimit:
-    def __init__(self, app: ASGIApp, *, limit: int, paths: Collection[str], shed: Counter) -> None:
-        """``paths``: the guarded request paths; ``shed``: counts refusals, labelled by ``route``."""
+    def __init__(
+        self, app: ASGIApp, *, limit: int, paths: Collection[str], shed: Counter, in_flight: Gauge
+    ) -> None:
+        """``paths``: the guarded request paths; ``shed`` counts refusals and ``in_flight`` shows the
+        running requests, both labelled by ``route``."""
         self._app = app
         self._limit = limit
         self._paths = frozenset(paths)
         self._shed = shed
+        self._gauge = in_flight
         self._in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -104,7 +112,35 @@ class InFlightLimit:
             await problem_response(exc)(scope, receive, send)
             return
         self._in_flight += 1
+        gauge = self._gauge.labels(route=scope["path"])
+        gauge.inc()
         try:
             await self._app(scope, receive, send)
         finally:
             self._in_flight -= 1
+            gauge.dec()
+
+
+class ShutdownCutoff:
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._app(scope, receive, tracked)
+        except asyncio.CancelledError:
+            # Only the server cancels a request task, and only when its shutdown grace time ends.
+            if started:
+                raise
+            exc = ShuttingDown("the server is shutting down and its grace time ended; retry")
+            await problem_response(exc, headers=CLOSE)(scope, receive, send)

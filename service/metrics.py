@@ -82,6 +82,13 @@ class Metrics:
             ["route"],
             registry=r,
         )
+        self.requests_in_flight = Gauge(
+            "nsp_requests_in_flight",
+            "Requests running now on the routes max_in_flight limits, by route.",
+            ["route"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.encode_batch_size = Histogram(
             "nsp_encode_batch_size",
             "Requests per encoder run when micro-batching is on.",
@@ -187,6 +194,7 @@ class Metrics:
             self.stage_seconds.labels(stage=stage)  # export every stage from the first scrape
         for route in SHED_ROUTES:
             self.requests_shed.labels(route=route)
+            self.requests_in_flight.labels(route=route)
         for reason in ("no_history", "store_unavailable"):
             self.fallbacks.labels(reason=reason)
         for operation in ("append", "recent"):

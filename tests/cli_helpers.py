@@ -100,7 +100,11 @@ def served_process(
     finally:
         client.close()
         process.terminate()
-        process.wait(timeout=15)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:  # still draining requests a failed test left open
+            process.kill()
+            process.wait()
         store = redis.Redis.from_url(redis_url)
         keys = list(store.scan_iter(f"{prefix}:*"))
         if keys:

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 from fakes import FakeBundle, serving
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from starlette.types import Message, Receive, Scope, Send
 
 from service.app import create_app
-from service.limits import BodySizeLimit, InFlightLimit
+from service.limits import BodySizeLimit, InFlightLimit, ShutdownCutoff
 from service.schemas import MAX_TS
 from service.settings import Settings
 
@@ -114,18 +114,22 @@ async def test_bodies_within_the_limit_reach_the_app_whole(headers: dict[str, st
     assert client.sent[1]["body"] == b"1024"
 
 
-def shed_counter(registry: CollectorRegistry | None = None) -> Counter:
-    return Counter("shed", "test", ["route"], registry=registry or CollectorRegistry())
+def in_flight_limit(app: Any, limit: int, registry: CollectorRegistry | None = None) -> InFlightLimit:
+    registry = registry or CollectorRegistry()
+    shed = Counter("shed", "test", ["route"], registry=registry)
+    gauge = Gauge("in_flight", "test", ["route"], registry=registry)
+    return InFlightLimit(app, limit=limit, paths={"/v1/recall"}, shed=shed, in_flight=gauge)
 
 
 async def test_requests_beyond_the_in_flight_limit_are_503_at_once_and_counted() -> None:
     app = Echo()
     app.release.clear()
     registry = CollectorRegistry()
-    limited = InFlightLimit(app, limit=2, paths={"/v1/recall"}, shed=shed_counter(registry))
+    limited = in_flight_limit(app, 2, registry)
     held = [Client([b"{}"]) for _ in range(2)]
     tasks = [asyncio.create_task(limited(http_scope(), c.receive, c.send)) for c in held]
     await asyncio.sleep(0.01)
+    assert registry.get_sample_value("in_flight", {"route": "/v1/recall"}) == 2
     refused, probe = Client([b"{}"]), Client([b""])
     await asyncio.wait_for(limited(http_scope(), refused.receive, refused.send), 1)
     assert refused.status == 503
@@ -141,18 +145,46 @@ async def test_requests_beyond_the_in_flight_limit_are_503_at_once_and_counted()
     after = Client([b"{}"])
     await limited(http_scope(), after.receive, after.send)
     assert after.status == 200  # the slots were given back
+    assert registry.get_sample_value("in_flight", {"route": "/v1/recall"}) == 0
 
 
 async def test_a_failing_request_gives_its_slot_back() -> None:
     async def broken(scope: Scope, receive: Receive, send: Send) -> None:
         raise RuntimeError("boom")
 
-    limited = InFlightLimit(broken, limit=1, paths={"/v1/recall"}, shed=shed_counter())
+    limited = in_flight_limit(broken, 1)
     for _ in range(3):
         client = Client([b"{}"])
         with pytest.raises(RuntimeError):
             await limited(http_scope(), client.receive, client.send)
         assert client.sent == []  # not refused: the slot was free again
+
+
+async def test_a_request_cancelled_at_shutdown_is_answered_503_shutting_down() -> None:
+    app = Echo()
+    app.release.clear()
+    client = Client([b"{}"])
+    task = asyncio.create_task(ShutdownCutoff(app)(http_scope(), client.receive, client.send))
+    await asyncio.sleep(0.01)
+    task.cancel()  # what uvicorn does when the shutdown grace time ends
+    await task
+    assert client.status == 503
+    assert client.json()["error"] == "shutting_down"
+    assert client.headers["retry-after"] == "1" and client.headers["connection"] == "close"
+
+
+async def test_a_cancelled_request_that_started_answering_is_left_to_the_server() -> None:
+    async def half(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await asyncio.sleep(3600)
+
+    client = Client([b"{}"])
+    task = asyncio.create_task(ShutdownCutoff(half)(http_scope(), client.receive, client.send))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [m["type"] for m in client.sent] == ["http.response.start"]
 
 
 async def test_the_app_enforces_max_body_bytes_and_answers_with_its_problem_body(tmp_path: Path) -> None:
