@@ -205,6 +205,13 @@ def test_server_settings_agree_with_the_service(
         (pull,) = deployment["spec"]["template"]["spec"]["initContainers"]
         assert {"name": "bundles", "mountPath": str(settings.bundle_root)} in pull["volumeMounts"]
 
+    # Stopping: the preStop sleep, then the server's own grace time, within the pod's.
+    pod = deployment["spec"]["template"]["spec"]
+    pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
+    sleep_s = float(pre_stop[-1].removeprefix("import time; time.sleep(").removesuffix(")"))
+    assert pre_stop[:2] == ["python", "-c"] and sleep_s == values.get("preStopSleepSeconds", 5)
+    assert pod["terminationGracePeriodSeconds"] > sleep_s + settings.shutdown_grace_s
+
     service = one(manifests, "Service")
     assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
     for monitor in find(manifests, "ServiceMonitor"):

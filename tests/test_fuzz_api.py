@@ -6,7 +6,7 @@ input accepted, auth enforced. The admin endpoints are fuzzed with the token and
 
 Bounded: NSP_FUZZ_MAX_EXAMPLES cases per operation and phase (default 100; about 10 s in all).
 The seed is fixed (NSP_FUZZ_SEED overrides it) so that a failure reproduces; the case count and
-result are printed for docs/reliability-input.md."""
+result are printed for docs/reliability.md."""
 
 from __future__ import annotations
 
