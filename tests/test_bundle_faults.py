@@ -12,7 +12,6 @@ publish only once its publisher is gone.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import logging
 import os
@@ -21,7 +20,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,6 +31,7 @@ import numpy as np
 import pytest
 from cli_helpers import serve_process, wait_until
 from fakes import history, unit_rows, write_real_bundle
+from recall_load import RecallLoad
 
 from index import bundle
 from index.ann import ItemIndex
@@ -336,48 +335,6 @@ LOAD_THREADS = 3
 USERS = [f"fault-user-{n}" for n in range(8)]
 
 
-class RecallLoad:
-    """Threads posting /v1/recall back to back until stopped; every answer is kept."""
-
-    def __init__(self, base_url: str) -> None:
-        self._base_url = base_url
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self.answers: list[tuple[int | None, object]] = []  # (status, bundle version or error)
-        self._threads = [threading.Thread(target=self._run, args=(n,)) for n in range(LOAD_THREADS)]
-
-    def __enter__(self) -> RecallLoad:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self.answers)
-
-    def _run(self, thread: int) -> None:
-        with httpx.Client(base_url=self._base_url, timeout=30) as client:
-            for n in itertools.count():
-                if self._stop.is_set():
-                    return
-                user = USERS[n % len(USERS)] if n % 4 else f"cold-{thread}-{n}"
-                try:
-                    response = client.post("/v1/recall", json={"user_id": user, "k": 10})
-                    answer: tuple[int | None, object] = (
-                        response.status_code,
-                        response.json()["bundle_version"],
-                    )
-                except (httpx.HTTPError, ValueError, KeyError) as exc:
-                    answer = (None, repr(exc))
-                with self._lock:
-                    self.answers.append(answer)
-
-
 def scrape(client: httpx.Client, name: str) -> float:
     found = re.search(rf"^{name} (\S+)$", client.get("/metrics").text, re.MULTILINE)
     assert found, f"{name} not exported"
@@ -395,7 +352,7 @@ def test_serve_under_load_refuses_every_faulty_publish_and_fails_no_request(
             events = history(user, [f"item-{(7 * n + len(user)) % N_ITEMS:04d}" for n in range(6)])
             assert client.post("/v1/events", json={"events": [asdict(e) for e in events]}).status_code == 202
         assert client.get("/v1/admin/bundle").status_code == 403  # no NSP_ADMIN_TOKEN: disabled
-        with RecallLoad(str(client.base_url)) as load:
+        with RecallLoad(str(client.base_url), USERS, LOAD_THREADS) as load:
             wait_until(lambda: len(load) >= 30, 30, "load on bundle 1")
             for version, fault in enumerate(FAULTS, start=2):
                 publish_faulty(good, root, version, fault)
@@ -420,9 +377,9 @@ def test_serve_under_load_refuses_every_faulty_publish_and_fails_no_request(
         answers = load.answers
     log = log_path.read_text()
 
-    failed = [a for a in answers if a[0] != 200]
+    failed = [a for a in answers if a.status != 200]
     assert not failed, f"{len(failed)} of {len(answers)} requests failed, e.g. {failed[:3]}"
-    assert {version for _, version in answers} == {1}
+    assert {a.version for a in answers} == {1}
     assert summary["version"] == 1 and swaps == 1.0
     refusals = [line for line in log.splitlines() if re.search(r"bundle \d+ failed to load", line)]
     assert counted == len(refusals) >= len(FAULTS)  # a retry after the back-off is logged and counted too

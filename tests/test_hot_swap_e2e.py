@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import itertools
 import json
 import os
-import random
 import re
 import shutil
-import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -29,6 +26,7 @@ from typing import Any, Literal
 import httpx
 import numpy as np
 from cli_helpers import serve_process, wait_until
+from recall_load import RecallLoad
 
 from index.bundle import ENCODER_FILE, POPULARITY_FILE, PROBE_FILE, commit, read_manifest, staging
 from index.vocab import ITEMS_FILE, VOCAB_FILE, Vocabulary
@@ -105,68 +103,6 @@ def serve(root: Path, world: Path, redis_url: str, log_path: Path, instance: str
         yield client
 
 
-@dataclasses.dataclass
-class Answer:
-    thread: int
-    k: int
-    status: int | None  # None: no response at all
-    body: dict[str, Any] | str
-
-
-class RecallLoad:
-    """Client threads posting /v1/recall back to back until stopped, recording every answer."""
-
-    def __init__(self, base_url: str, users: list[str]) -> None:
-        self._base_url = base_url
-        self._users = users
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self.answers: list[Answer] = []
-        self._threads = [threading.Thread(target=self._run, args=(n,)) for n in range(LOAD_THREADS)]
-
-    def __enter__(self) -> RecallLoad:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=60)
-
-    def count(self, version: int) -> int:
-        with self._lock:
-            return sum(
-                1 for a in self.answers if isinstance(a.body, dict) and a.body["bundle_version"] == version
-            )
-
-    def _run(self, thread: int) -> None:
-        rng = random.Random(thread)
-        with httpx.Client(base_url=self._base_url, timeout=30) as client:
-            for n in itertools.count():
-                if self._stop.is_set():
-                    return
-                # Three in four users have history (model path); the rest get the fallback.
-                user = rng.choice(self._users) if n % 4 else f"cold-{thread}-{n}"
-                k = rng.choice((10, 50))
-                payload = {"user_id": user, "k": k, "scene": rng.choice(("homepage", "search"))}
-                try:
-                    response = client.post("/v1/recall", json=payload)
-                    answer = Answer(thread, k, response.status_code, _json_or_text(response))
-                except httpx.HTTPError as exc:
-                    answer = Answer(thread, k, None, f"{type(exc).__name__}: {exc}")
-                with self._lock:
-                    self.answers.append(answer)
-
-
-def _json_or_text(response: httpx.Response) -> dict[str, Any] | str:
-    try:
-        body: dict[str, Any] = response.json()
-    except ValueError:
-        return response.text
-    return body
-
-
 def read_record(root: Path, instance: str) -> dict[str, Any]:
     record: dict[str, Any] = json.loads((root / ".serving" / f"{instance}.json").read_text())
     return record
@@ -182,7 +118,7 @@ def test_five_publishes_under_load_no_request_notices(
     plan: list[tuple[int, Fault | None]] = [(2, None), (3, "checksum"), (4, None), (5, "probe"), (6, None)]
     with (
         serve(root, world, redis_url, log_path, "e2e-swap") as client,
-        RecallLoad(str(client.base_url), seeded_users(world)) as load,
+        RecallLoad(str(client.base_url), seeded_users(world), LOAD_THREADS) as load,
     ):
         wait_until(lambda: load.count(1) >= 30, 60, "load on bundle 1")
         refused = 0.0
