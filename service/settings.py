@@ -115,7 +115,7 @@ class Settings(BaseSettings):
     )
     ann_threads: int = Field(default=1, ge=1, description="hnswlib threads per query batch.")
     encode_batch_max: int = Field(
-        default=16,
+        default=1,  # off: on the CPU it did not measure better (docs/architecture.md)
         ge=1,
         le=256,
         description="Micro-batching: most concurrent requests sharing one encoder run (1 = off).",
