@@ -4,6 +4,7 @@ integration tests."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -109,3 +110,12 @@ def served_process(
         keys = list(store.scan_iter(f"{prefix}:*"))
         if keys:
             store.delete(*keys)
+
+
+def metric(client: httpx.Client, name: str, labels: str = "") -> float:
+    """The value of one sample on the server's ``/metrics``, e.g. ``metric(c, "x_total")`` or
+    ``metric(c, "x", '{route="/v1/recall"}')``; fails the test if it is not exported."""
+    pattern = rf"^{re.escape(name + labels)} (\S+)$"
+    found = re.search(pattern, client.get("/metrics").text, re.MULTILINE)
+    assert found, f"{name}{labels} is not exported"
+    return float(found.group(1))

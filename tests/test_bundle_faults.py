@@ -26,10 +26,9 @@ from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
-from cli_helpers import serve_process, wait_until
+from cli_helpers import metric, serve_process, wait_until
 from fakes import history, unit_rows, write_real_bundle
 from recall_load import RecallLoad
 
@@ -335,12 +334,6 @@ LOAD_THREADS = 3
 USERS = [f"fault-user-{n}" for n in range(8)]
 
 
-def scrape(client: httpx.Client, name: str) -> float:
-    found = re.search(rf"^{name} (\S+)$", client.get("/metrics").text, re.MULTILINE)
-    assert found, f"{name} not exported"
-    return float(found.group(1))
-
-
 def test_serve_under_load_refuses_every_faulty_publish_and_fails_no_request(
     good: Path, tmp_path: Path, redis_url: str
 ) -> None:
@@ -372,8 +365,8 @@ def test_serve_under_load_refuses_every_faulty_publish_and_fails_no_request(
             killed_at = time.time()
             wait_until(lambda: json.loads(record.read_text())["updated"] > killed_at + 1, 30, "more polls")
             summary = client.get("/v1/bundle").json()
-            counted = scrape(client, "nsp_bundle_load_failures_total")
-            swaps = scrape(client, "nsp_bundle_swaps_total")
+            counted = metric(client, "nsp_bundle_load_failures_total")
+            swaps = metric(client, "nsp_bundle_swaps_total")
         answers = load.answers
     log = log_path.read_text()
 

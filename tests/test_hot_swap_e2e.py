@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import httpx
 import numpy as np
-from cli_helpers import serve_process, wait_until
+from cli_helpers import metric, serve_process, wait_until
 from recall_load import RecallLoad
 
 from index.bundle import ENCODER_FILE, POPULARITY_FILE, PROBE_FILE, commit, read_manifest, staging
@@ -80,12 +80,6 @@ def seeded_users(world: Path) -> list[str]:
     with (world / "events.csv").open() as f:
         users = dict.fromkeys(row["user_id"] for row in csv.DictReader(f))
     return list(users)[:SEED_USERS]
-
-
-def metric(client: httpx.Client, name: str) -> float:
-    found = re.search(rf"^{name} (\S+)$", client.get("/metrics").text, re.MULTILINE)
-    assert found, f"{name} not exported"
-    return float(found.group(1))
 
 
 @contextmanager

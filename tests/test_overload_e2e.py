@@ -9,7 +9,6 @@ the server has started them and waits for the rest, for as long as the test like
 from __future__ import annotations
 
 import asyncio
-import re
 import shutil
 import signal
 import socket
@@ -20,10 +19,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cli_helpers import served_process, wait_until
+from cli_helpers import metric, served_process, wait_until
 from raw_http import port_of, read_answer, start_json_post
 
 MAX_IN_FLIGHT = 3
+RECALL = '{route="/v1/recall"}'  # the labels of the in-flight and shed samples
 
 
 @pytest.fixture(scope="module")
@@ -41,18 +41,11 @@ def server(root: Path, redis_url: str) -> Iterator[httpx.Client]:
         yield client
 
 
-def metric(client: httpx.Client, name: str) -> float:
-    text = client.get("/metrics").text
-    found = re.search(rf'^{name}\{{route="/v1/recall"\}} (\S+)$', text, re.MULTILINE)
-    assert found, f"{name} is not exported"
-    return float(found.group(1))
-
-
 def hold(client: httpx.Client, n: int) -> list[tuple[socket.socket, bytes]]:
     """``n`` recalls in flight on the server (their bodies not sent yet), once it has started them."""
     port = port_of(str(client.base_url))
     held = [start_json_post(port, "/v1/recall", {"user_id": f"held-{i}", "k": 5}) for i in range(n)]
-    wait_until(lambda: metric(client, "nsp_requests_in_flight") == n, 10, f"{n} recalls in flight")
+    wait_until(lambda: metric(client, "nsp_requests_in_flight", RECALL) == n, 10, f"{n} recalls in flight")
     return held
 
 
@@ -66,7 +59,7 @@ def finish(held: list[tuple[socket.socket, bytes]]) -> None:
 
 
 def test_recalls_beyond_the_limit_are_503_at_once_and_probes_still_answer(server: httpx.Client) -> None:
-    before = metric(server, "nsp_requests_shed_total")
+    before = metric(server, "nsp_requests_shed_total", RECALL)
     held = hold(server, MAX_IN_FLIGHT)
     timings = []
     for _ in range(50):
@@ -78,11 +71,11 @@ def test_recalls_beyond_the_limit_are_503_at_once_and_probes_still_answer(server
         assert refused.json()["error"] == "overloaded"
     for probe in ("/livez", "/readyz", "/metrics", "/v1/bundle"):
         assert server.get(probe).status_code == 200, probe
-    assert metric(server, "nsp_requests_shed_total") - before == 50
+    assert metric(server, "nsp_requests_shed_total", RECALL) - before == 50
 
     finish(held)
     assert server.post("/v1/recall", json={"user_id": "u", "k": 5}).status_code == 200
-    assert metric(server, "nsp_requests_in_flight") == 0
+    assert metric(server, "nsp_requests_in_flight", RECALL) == 0
     timings.sort()
     print(
         f"503 overloaded while saturated: p50 {statistics.median(timings) * 1000:.2f} ms,"
@@ -91,7 +84,7 @@ def test_recalls_beyond_the_limit_are_503_at_once_and_probes_still_answer(server
 
 
 def test_a_burst_far_over_the_limit_gets_200s_and_503s_only(server: httpx.Client) -> None:
-    before = metric(server, "nsp_requests_shed_total")
+    before = metric(server, "nsp_requests_shed_total", RECALL)
 
     async def burst() -> list[tuple[int, str | None, float]]:
         limits = httpx.Limits(max_connections=64)
@@ -109,7 +102,7 @@ def test_a_burst_far_over_the_limit_gets_200s_and_503s_only(server: httpx.Client
     assert set(statuses) <= {200, 503}, statuses
     assert all(retry == "1" for status, retry, _ in results if status == 503)
     assert statuses.count(200) > 0 and statuses.count(503) > 0
-    assert metric(server, "nsp_requests_shed_total") - before == statuses.count(503)
+    assert metric(server, "nsp_requests_shed_total", RECALL) - before == statuses.count(503)
     ok = sorted(t for status, _, t in results if status == 200)
     shed = sorted(t for status, _, t in results if status == 503)
     print(
