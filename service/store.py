@@ -28,7 +28,6 @@ from service.redis_client import (
     RedisUnavailable,
     bounded_redis_from_settings,
 )
-from service.redis_client import redact_url as redact_url  # re-exported: the store's URLs are logged redacted
 from service.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 from cli_helpers import run_cli
 
-from service.store import redact_url
+from service.redis_client import redact_url
 
 TINY_WORLD = ["--users", "400", "--items", "1200", "--days", "14", "--seed", "7"]
 

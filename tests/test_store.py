@@ -10,7 +10,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from index.features import Event
-from service.store import InMemorySessionStore, RedisSessionStore, SessionStore, redact_url
+from service.redis_client import redact_url
+from service.store import InMemorySessionStore, RedisSessionStore, SessionStore
 
 pytestmark = pytest.mark.anyio
 
