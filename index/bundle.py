@@ -28,6 +28,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from index.fusion import SEEN, UNSEEN, FusionParams
+from index.history import HistoryParams
+from index.i2i import I2IParams
+
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
@@ -74,6 +78,22 @@ class EncoderSpec(BaseModel):
     max_items_per_session: int
 
 
+class ChannelsSpec(BaseModel):
+    """The classic channels' settings and the merge, fitted on the validation split at train time.
+
+    ``fusion`` holds one merge per exclusion policy (``index.fusion.SEEN`` / ``UNSEEN``): with
+    seen items excluded the history channel is empty, so the weights differ. ``i2i`` is None
+    when the bundle has no co-occurrence table. ``validation`` records what the fit measured.
+    """
+
+    history: HistoryParams = HistoryParams()
+    i2i: I2IParams | None = None
+    fusion: dict[str, FusionParams] = Field(
+        default_factory=lambda: {SEEN: FusionParams(), UNSEEN: FusionParams()}
+    )
+    validation: dict[str, float] = {}
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
@@ -89,6 +109,8 @@ class Manifest(BaseModel):
     item_count: int = Field(ge=0)
     files: dict[str, str]  # file name → sha256 hex
     metrics: dict[str, float] = {}
+    # None: a bundle from before the multi-channel merge; it serves the nsp channel alone.
+    channels: ChannelsSpec | None = None
 
 
 def sha256_file(path: Path) -> str:

@@ -31,7 +31,7 @@ from service.limits import BodySizeLimit, InFlightLimit, ShutdownCutoff
 from service.metrics import SHED_ROUTES, Metrics, forget_this_process
 from service.nearline import Nearline, NearlineConfig
 from service.pin_file import PinFile
-from service.recall import RecallPipeline
+from service.recall import RecallPipeline, RecallQuery, standard_channels
 from service.registry import BundleRegistry, BundleWatcher
 from service.runtime import LoadedBundle
 from service.schemas import (
@@ -66,11 +66,13 @@ async def recall(body: RecallRequest, services: ServicesDep, bundle: BundleDep) 
         raise LimitExceeded(
             f"{len(body.exclude_item_ids)} exclude_item_ids exceed max_exclude_ids={settings.max_exclude_ids}"
         )
+    exclude_seen = body.exclude_seen if body.exclude_seen is not None else settings.exclude_seen
+    query = RecallQuery.of(body, k, exclude_seen)
     if services.nearline is not None:
-        cached = await services.nearline.cached(bundle, body, k)
+        cached = await services.nearline.cached(bundle, query)
         if cached is not None:
             return cached
-    return await services.pipeline.recall(bundle, body, k)
+    return await services.pipeline.recall(bundle, query)
 
 
 @router.post("/v1/events", status_code=202)
@@ -111,6 +113,7 @@ async def bundle_summary(bundle: BundleDep, services: ServicesDep) -> BundleSumm
         embedding_dim=m.embedding_dim,
         hnsw=m.hnsw.model_dump(),
         metrics=m.metrics,
+        channels=m.channels.model_dump() if m.channels is not None else None,
     )
 
 
@@ -218,10 +221,10 @@ def create_app(
                 batcher.start()
             pipeline = RecallPipeline(
                 session_store,
-                executor,
+                standard_channels(executor, metrics, batcher),
                 metrics,
                 history_limit=settings.store_max_events,
-                batcher=batcher,
+                channel_timeout_s=settings.channel_timeout_s,
             )
             if settings.nearline_enabled:
                 cache = topk_cache if topk_cache is not None else topk_cache_from_settings(settings, metrics)

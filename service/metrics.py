@@ -24,8 +24,10 @@ from typing import Literal
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-Stage = Literal["cache_fetch", "session_fetch", "tokens", "encode", "ann", "postprocess"]
-FallbackReason = Literal["no_history", "store_unavailable"]
+from service.channels import CHANNEL_NAMES
+
+Stage = Literal["cache_fetch", "session_fetch", "tokens", "encode", "ann", "merge", "postprocess"]
+FallbackReason = Literal["no_history", "store_unavailable", "channels_failed"]
 AdminAction = Literal["reload", "rollback", "pin", "unpin"]
 # Why a recall was not served from the nearline cache (nothing is counted while nearline is off).
 CacheMiss = Literal[
@@ -40,7 +42,12 @@ CACHE_MISSES: tuple[CacheMiss, ...] = (
 )  # fmt: skip
 RECOMPUTE_OUTCOMES: tuple[RecomputeOutcome, ...] = ("done", "dropped", "superseded", "no_history", "failed")
 CACHE_OPERATIONS: tuple[CacheOperation, ...] = ("get", "put", "invalidate")
-STAGES: tuple[Stage, ...] = ("cache_fetch", "session_fetch", "tokens", "encode", "ann", "postprocess")
+STAGES: tuple[Stage, ...] = (
+    "cache_fetch", "session_fetch", "tokens", "encode", "ann", "merge", "postprocess",
+)  # fmt: skip
+# Why a channel was left out of a recall's merge.
+ChannelFailure = Literal["error", "timeout"]
+CHANNEL_FAILURES: tuple[ChannelFailure, ...] = ("error", "timeout")
 ADMIN_ACTIONS: tuple[AdminAction, ...] = ("reload", "rollback", "pin", "unpin")
 # The Redis clients with a circuit breaker each (service.redis_client).
 BreakerClient = Literal["session_store", "topk_cache"]
@@ -74,6 +81,26 @@ class Metrics:
             "Latency of one recall pipeline stage.",
             ["stage"],
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.channel_seconds = Histogram(
+            "nsp_channel_duration_seconds",
+            "Latency of one channel within a recall (the channels run concurrently).",
+            ["channel"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.channel_items = Counter(
+            "nsp_channel_items",
+            "Items of recall answers that each channel proposed (an item two channels proposed "
+            "counts for both).",
+            ["channel"],
+            registry=r,
+        )
+        self.channel_failures = Counter(
+            "nsp_channel_failures",
+            "Recalls answered without a channel because it raised (error) or missed its deadline (timeout).",
+            ["channel", "reason"],
             registry=r,
         )
         self.requests_shed = Counter(
@@ -192,10 +219,15 @@ class Metrics:
         )
         for stage in STAGES:
             self.stage_seconds.labels(stage=stage)  # export every stage from the first scrape
+        for channel in CHANNEL_NAMES:
+            self.channel_seconds.labels(channel=channel)
+            self.channel_items.labels(channel=channel)
+            for failure in CHANNEL_FAILURES:
+                self.channel_failures.labels(channel=channel, reason=failure)
         for route in SHED_ROUTES:
             self.requests_shed.labels(route=route)
             self.requests_in_flight.labels(route=route)
-        for reason in ("no_history", "store_unavailable"):
+        for reason in ("no_history", "store_unavailable", "channels_failed"):
             self.fallbacks.labels(reason=reason)
         for operation in ("append", "recent"):
             self.store_errors.labels(operation=operation)

@@ -16,8 +16,9 @@ The flow, per ingested batch (``events_stored``, called after the store acknowle
 
 ``cached`` serves a recall from the entry only when the answer equals what the model recall
 would return now, up to the context time (the entry's hour and weekday, at most ``max_age_s``
-old): same bundle version, same scene, ``exclude_seen``, no ``query``, and at least ``k``
-items left after the request's ``exclude_item_ids``. Otherwise it returns None, counted by
+old): same bundle version, same scene, ``exclude_seen``, every channel (no ``channels``), no
+``query`` or ``as_of``, and at least ``k`` items left after the request's ``exclude_item_ids``.
+The cached list is the merged one, each item with its channels. Otherwise it returns None, counted by
 reason, and the caller computes. A bundle swap makes every entry stale by version at once.
 
 Thread-safety: everything here runs on the event loop; only the pipeline's CPU work leaves it.
@@ -33,9 +34,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from service.metrics import CacheMiss, Metrics, RecomputeOutcome
-from service.recall import RecallPipeline
+from service.recall import RecallPipeline, RecallQuery
 from service.runtime import Bundle
-from service.schemas import RecalledItem, RecallRequest, RecallResponse
+from service.schemas import ChannelHit, RecalledItem, RecallResponse
 from service.settings import Settings
 from service.store import StoreUnavailable
 from service.topk_cache import CacheUnavailable, TopK, TopKCache, UnreadableEntry, decode, encode
@@ -126,7 +127,7 @@ class Nearline:
         """Wait until nothing is queued or running (for tests and benchmarks)."""
         await self._idle.wait()
 
-    async def cached(self, bundle: Bundle, request: RecallRequest, k: int) -> RecallResponse | None:
+    async def cached(self, bundle: Bundle, request: RecallQuery) -> RecallResponse | None:
         """The recall answered from the user's cached top-K, or None (a miss, counted by reason)."""
         entry_or_miss = await self._lookup(bundle, request)
         if isinstance(entry_or_miss, str):
@@ -134,12 +135,15 @@ class Nearline:
             return None
         excluded = set(request.exclude_item_ids)
         items: list[RecalledItem] = []
-        for item_id, score in zip(entry_or_miss.item_ids, entry_or_miss.scores, strict=True):
+        entry = entry_or_miss
+        provenance = entry.channels or ({},) * len(entry.item_ids)
+        for item_id, score, hits in zip(entry.item_ids, entry.scores, provenance, strict=True):
             if item_id not in excluded:
-                items.append(RecalledItem(item_id=item_id, score=score))
-                if len(items) == k:
+                channels = {name: ChannelHit(rank=rank, score=hit) for name, (rank, hit) in hits.items()}
+                items.append(RecalledItem(item_id=item_id, score=score, channels=channels))
+                if len(items) == request.k:
                     break
-        if len(items) < k:
+        if len(items) < request.k:
             self._metrics.cache_misses.labels(reason="insufficient").inc()
             return None
         self._metrics.cache_hits.inc()
@@ -151,8 +155,9 @@ class Nearline:
             items=items,
         )
 
-    async def _lookup(self, bundle: Bundle, request: RecallRequest) -> TopK | CacheMiss:
-        if not request.exclude_seen or request.query is not None:
+    async def _lookup(self, bundle: Bundle, request: RecallQuery) -> TopK | CacheMiss:
+        replay_or_subset = request.as_of is not None or request.channels is not None
+        if not request.exclude_seen or request.query is not None or replay_or_subset:
             return "ineligible"
         if request.scene != self._config.scene:
             return "scene"  # decided before the read: no other scene is ever cached
@@ -234,6 +239,7 @@ class Nearline:
             k=config.k,
             item_ids=tuple(item.item_id for item in items),
             scores=tuple(item.score for item in items),
+            channels=tuple({n: (h.rank, h.score) for n, h in item.channels.items()} for item in items),
         )
         try:
             await self._cache.put(user_id, encode(entry), config.max_age_s)

@@ -1,83 +1,143 @@
-"""The recall pipeline: a user's recent events → sessions → encoder → ANN → item ids.
+"""The recall pipeline: a user's recent events → sessions → channels → merge → k item ids.
 
-Stages (each timed in ``nsp_recall_stage_duration_seconds``): ``session_fetch`` from the
-store on the event loop; ``encode`` (tokens + encoder) and ``ann`` in the CPU thread pool (ONNX
-Runtime and hnswlib never run on the event loop); ``postprocess`` maps labels to item ids. With
-micro-batching (``service.batching``) the tokens are built on the loop (``tokens``) and the
-encoder run is shared with concurrent requests; the search stays per request. The nearline
-recompute (``service.nearline``) runs the same stages through ``top_k``, so they are timed too.
+Stages (each timed in ``nsp_recall_stage_duration_seconds``): ``session_fetch`` from the store
+on the event loop; the channels (``service.channels``) concurrently, each timed in
+``nsp_channel_duration_seconds`` and bounded by ``channel_timeout_s`` (the ``nsp`` channel's
+own ``tokens``/``encode``/``ann`` stages inside it); ``merge`` fuses their lists with the
+bundle's fitted fusion (``index.fusion``); ``postprocess`` pads to k and builds the items.
+The nearline recompute (``service.nearline``) runs the same path through ``top_k``.
 
 Results honour the API contract: exactly ``k`` items unless the catalog minus exclusions has
 fewer. Users without history get the bundle's popularity fallback; when the store fails the
-answer is the same fallback marked ``degraded`` (a recall never fails because of the store).
+answer is the same fallback marked ``degraded``. A channel that raises or misses its deadline
+is left out (counted, named in ``missing_channels``, the answer marked ``degraded``); when every
+channel fails the answer is the fallback. A recall never fails because of the store or a channel.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import Executor
+from dataclasses import dataclass
 
 import numpy as np
 
-from index.features import ACTIONS, Event, Session, build_tokens, group_sessions, stack_left_padded
+from index.features import ACTIONS, Event, Session, group_sessions
+from index.fusion import SEEN, UNSEEN, Candidates, FusionParams, fuse, provenance
 from service.batching import EncodeBatcher
+from service.channels import CHANNEL_NAMES, ChannelName
+from service.channels.base import Channel, RequestContext
+from service.channels.history import HistoryChannel
+from service.channels.i2i import I2IChannel
+from service.channels.nsp import NspChannel
+from service.channels.popular import PopularChannel
 from service.metrics import Metrics
 from service.runtime import ALL_SCENES, Bundle
-from service.schemas import RecalledItem, RecallRequest, RecallResponse, SessionItem, SessionOut
+from service.schemas import (
+    ChannelHit,
+    RecalledItem,
+    RecallRequest,
+    RecallResponse,
+    SessionItem,
+    SessionOut,
+)
 from service.store import SessionStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
+# What a bundle from before the merge (no channels in its manifest) serves: today's model alone.
+LEGACY_CHANNELS: tuple[ChannelName, ...] = ("nsp",)
+
+
+def standard_channels(
+    executor: Executor, metrics: Metrics, batcher: EncodeBatcher | None = None
+) -> list[Channel]:
+    """Every channel this service runs; a new channel is one more line here (and its name in
+    ``service.channels.CHANNEL_NAMES``)."""
+    return [NspChannel(executor, metrics, batcher), HistoryChannel(), I2IChannel(executor), PopularChannel()]
+
+
+@dataclass(frozen=True)
+class RecallQuery:
+    """One recall as the pipeline runs it, every default resolved."""
+
+    user_id: str
+    k: int
+    scene: str = "default"
+    exclude_seen: bool = True
+    exclude_item_ids: Sequence[str] = ()
+    channels: Sequence[ChannelName] | None = None  # None: every channel the bundle carries
+    as_of: int | None = None  # None: now
+    query: str | None = None
+
+    @classmethod
+    def of(cls, request: RecallRequest, k: int, exclude_seen: bool) -> RecallQuery:
+        return cls(
+            user_id=request.user_id,
+            k=k,
+            scene=request.scene,
+            exclude_seen=exclude_seen,
+            exclude_item_ids=request.exclude_item_ids,
+            channels=request.channels,
+            as_of=request.as_of,
+            query=request.query,
+        )
+
 
 class RecallPipeline:
-    """Serves recall requests against a store and a CPU pool. Safe for concurrent requests.
+    """Serves recall requests against a store and the channels. Safe for concurrent requests.
 
-    ``history_limit`` is how many recent events are read per user (the store's cap).
+    ``history_limit`` is how many recent events are read per user (the store's cap);
+    ``channels`` are every channel this service can run, by name.
     """
 
     def __init__(
         self,
         store: SessionStore,
-        executor: Executor,
+        channels: Sequence[Channel],
         metrics: Metrics,
         *,
         history_limit: int,
+        channel_timeout_s: float = 0.25,
         clock: Callable[[], float] = time.time,
-        batcher: EncodeBatcher | None = None,
     ) -> None:
         self._store = store
-        self._executor = executor
+        self._channels = {channel.name: channel for channel in channels}
         self._metrics = metrics
         self._history_limit = history_limit
+        self._timeout_s = channel_timeout_s
         self._clock = clock
-        self._batcher = batcher
 
-    async def recall(self, bundle: Bundle, request: RecallRequest, k: int) -> RecallResponse:
-        """Top-``k`` items for the request, all computed with the one ``bundle`` given."""
-        excluded = set(request.exclude_item_ids)
+    async def recall(self, bundle: Bundle, query: RecallQuery) -> RecallResponse:
+        """Top-``query.k`` items for the query, all computed with the one ``bundle`` given."""
         try:
             with self._metrics.stage("session_fetch"):
-                events = await self._history(request.user_id)
+                events = await self._history(query.user_id)
         except StoreUnavailable as exc:
             self._metrics.degraded.inc()
             log.warning("session store unavailable, answering with the fallback: %s", exc)
-            return self._fallback(bundle, request, k, excluded, degraded=True)
+            return self._fallback(bundle, query, degraded=True)
+        now = int(self._clock()) if query.as_of is None else query.as_of
+        if query.as_of is not None:  # a replay: only what had happened by then
+            events = [event for event in events if event.ts < query.as_of]
         if not events:
-            return self._fallback(bundle, request, k, excluded, degraded=False)
-        if request.exclude_seen:
-            excluded.update(event.item_id for event in events)
-        items = await self._rank(bundle, events, request.scene, int(self._clock()), k, excluded)
+            return self._fallback(bundle, query, degraded=False)
+        sessions = group_sessions(events)
+        items, missing = await self._merged(bundle, query, sessions, now)
+        if items is None:
+            seen = [item for s in sessions for item, _ in s.items] if query.exclude_seen else []
+            return self._fallback(bundle, query, degraded=True, missing=missing, seen=seen)
         return RecallResponse(
-            user_id=request.user_id,
+            user_id=query.user_id,
             bundle_version=bundle.version,
             source="model",
-            degraded=False,
+            degraded=bool(missing),
             items=items,
+            missing_channels=missing,
         )
 
     async def top_k(
@@ -85,13 +145,21 @@ class RecallPipeline:
     ) -> list[RecalledItem] | None:
         """What ``recall`` answers for ``{user_id, scene, k, exclude_seen: true}`` at time ``now``
         (the query context's time), or None when the user has no history (``recall`` would
-        answer the fallback). For the nearline recompute. Raises ``StoreUnavailable``.
+        answer the fallback) or every channel failed. For the nearline recompute. Raises
+        ``StoreUnavailable``.
         """
         with self._metrics.stage("session_fetch"):
             events = await self._history(user_id)
         if not events:
             return None
-        return await self._rank(bundle, events, scene, int(now), k, {event.item_id for event in events})
+        query = RecallQuery(user_id=user_id, k=k, scene=scene, exclude_seen=True)
+        items, missing = await self._merged(bundle, query, group_sessions(events), int(now))
+        return None if missing else items
+
+    async def sessions(self, user_id: str, limit: int) -> list[SessionOut]:
+        """The user's ``limit`` most recent sessions, newest first. Raises ``StoreUnavailable``."""
+        events = await self._history(user_id)
+        return [_session_out(s) for s in reversed(group_sessions(events)[-limit:])]
 
     async def _history(self, user_id: str) -> list[Event]:
         try:
@@ -100,102 +168,136 @@ class RecallPipeline:
             self._metrics.store_errors.labels(operation="recent").inc()
             raise
 
-    async def _rank(
-        self, bundle: Bundle, events: list[Event], scene: str, now: int, k: int, excluded: set[str]
-    ) -> list[RecalledItem]:
-        excluded_labels = {label for item in excluded if (label := bundle.vocab.item_index(item)) is not None}
-        loop = asyncio.get_running_loop()
-        if self._batcher is None:
-            infer = functools.partial(
-                _encode_and_search, bundle, self._metrics, events, scene, now, k, excluded_labels
-            )
-            labels, scores = await loop.run_in_executor(self._executor, infer)
-        else:  # tokens here, the encoder run shared with concurrent requests, then the search
-            with self._metrics.stage("tokens"):
-                sequence = _tokens(bundle, events, scene, now)
-            vector = await self._batcher.encode(bundle, sequence)
-            search = functools.partial(_search, bundle, self._metrics, vector[None], k, excluded_labels)
-            labels, scores = await loop.run_in_executor(self._executor, search)
+    async def _merged(
+        self, bundle: Bundle, query: RecallQuery, sessions: list[Session], now: int
+    ) -> tuple[list[RecalledItem] | None, list[str]]:
+        """(items, channels that failed); items is None when every channel failed."""
+        context = _context(bundle, query, sessions, now)
+        chosen = self._chosen(bundle, query.channels)
+        outcomes = await asyncio.gather(*(self._run(channel, context, bundle) for channel in chosen))
+        lists = {c.name: out for c, out in zip(chosen, outcomes, strict=True) if out is not None}
+        missing = [c.name for c, out in zip(chosen, outcomes, strict=True) if out is None]
+        if not lists:
+            return None, missing
+        with self._metrics.stage("merge"):
+            labels, scores = fuse(lists, _fusion(bundle, query.exclude_seen), query.k)
+            hits = provenance(labels, lists)
         with self._metrics.stage("postprocess"):
             ids = bundle.vocab.item_ids[labels].tolist() if len(labels) else []
-            pairs = zip(ids, scores.tolist(), strict=True)
-            return [RecalledItem(item_id=str(i), score=float(s)) for i, s in pairs]
+            items = [
+                RecalledItem(item_id=str(item), score=float(score), channels=_hits(hit, lists))
+                for item, score, hit in zip(ids, scores.tolist(), hits, strict=True)
+            ]
+            if len(items) < query.k:  # the channels ran dry: pad from popularity, as the fallback does
+                taken = set(context.excluded_set) | set(labels.tolist())
+                excluded_ids = {str(bundle.vocab.item_ids[label]) for label in taken}
+                for item in _popular_ids(bundle, query.scene, query.k - len(items), excluded_ids):
+                    items.append(RecalledItem(item_id=item, score=0.0))
+            for channel in lists:
+                self._metrics.channel_items.labels(channel=channel).inc(
+                    sum(1 for item in items if channel in item.channels)
+                )
+        return items, missing
 
-    async def sessions(self, user_id: str, limit: int) -> list[SessionOut]:
-        """The user's ``limit`` most recent sessions, newest first. Raises ``StoreUnavailable``."""
-        events = await self._history(user_id)
-        return [_session_out(s) for s in reversed(group_sessions(events)[-limit:])]
+    def _chosen(self, bundle: Bundle, requested: Sequence[ChannelName] | None) -> list[Channel]:
+        if requested is not None:
+            names: Iterable[ChannelName] = dict.fromkeys(requested)  # deduplicated, in order
+        elif bundle.manifest.channels is None:
+            names = LEGACY_CHANNELS
+        else:
+            names = CHANNEL_NAMES
+        return [
+            self._channels[name]
+            for name in names
+            if name in self._channels and self._channels[name].available(bundle)
+        ]
+
+    async def _run(self, channel: Channel, context: RequestContext, bundle: Bundle) -> Candidates | None:
+        started = time.perf_counter()
+        try:
+            return await asyncio.wait_for(channel.propose(context, bundle), self._timeout_s)
+        except TimeoutError:
+            self._metrics.channel_failures.labels(channel=channel.name, reason="timeout").inc()
+            log.warning(
+                "channel %s missed its %.3f s deadline; answering without it", channel.name, self._timeout_s
+            )
+        except Exception:  # a channel's bug or a corrupt input must not fail the recall
+            self._metrics.channel_failures.labels(channel=channel.name, reason="error").inc()
+            log.exception("channel %s failed; answering without it", channel.name)
+        finally:
+            self._metrics.channel_seconds.labels(channel=channel.name).observe(time.perf_counter() - started)
+        return None
 
     def _fallback(
-        self, bundle: Bundle, request: RecallRequest, k: int, excluded: Collection[str], *, degraded: bool
+        self,
+        bundle: Bundle,
+        query: RecallQuery,
+        *,
+        degraded: bool,
+        missing: Sequence[str] = (),
+        seen: Iterable[str] = (),
     ) -> RecallResponse:
         with self._metrics.stage("postprocess"):
-            reason = "store_unavailable" if degraded else "no_history"
-            self._metrics.fallbacks.labels(reason=reason).inc()
-            # Scene list, then all scenes, then the rest of the catalog, so k is met when it can be.
-            candidates = itertools.chain(
-                bundle.fallback(request.scene), bundle.fallback(ALL_SCENES), map(str, bundle.vocab.item_ids)
+            reason = (
+                "no_history" if not degraded else "store_unavailable" if not missing else "channels_failed"
             )
-            chosen = _take_distinct(candidates, k, excluded)
-            items = [RecalledItem(item_id=item, score=1.0 / (rank + 1)) for rank, item in enumerate(chosen)]
+            self._metrics.fallbacks.labels(reason=reason).inc()
+            chosen = _popular_ids(bundle, query.scene, query.k, {*query.exclude_item_ids, *seen})
+            items = [
+                RecalledItem(
+                    item_id=item,
+                    score=1.0 / (rank + 1),
+                    channels={"popular": ChannelHit(rank=rank + 1, score=1.0 / (rank + 1))},
+                )
+                for rank, item in enumerate(chosen)
+            ]
         return RecallResponse(
-            user_id=request.user_id,
+            user_id=query.user_id,
             bundle_version=bundle.version,
             source="fallback",
             degraded=degraded,
             items=items,
+            missing_channels=list(missing),
         )
 
 
-def _encode_and_search(
-    bundle: Bundle,
-    metrics: Metrics,
-    events: list[Event],
-    scene: str,
-    now: int,
-    k: int,
-    excluded: set[int],
-) -> tuple[np.ndarray, np.ndarray]:
-    """Runs in the CPU pool: tokens, user vector, then the top-k labels not in ``excluded``."""
-    with metrics.stage("encode"):
-        sequence = _tokens(bundle, events, scene, now)
-        vector = bundle.encode(stack_left_padded([sequence]))  # (1, D)
-    return _search(bundle, metrics, vector, k, excluded)
-
-
-def _tokens(bundle: Bundle, events: list[Event], scene: str, now: int) -> np.ndarray:
-    return build_tokens(
-        group_sessions(events),
-        query_scene=scene,
-        query_ts=now,
-        vocab=bundle.vocab,
-        max_sessions=bundle.manifest.encoder.max_sessions,
-        max_items=bundle.manifest.encoder.max_items_per_session,
+def _context(bundle: Bundle, query: RecallQuery, sessions: list[Session], now: int) -> RequestContext:
+    excluded_ids: Iterable[str] = query.exclude_item_ids
+    if query.exclude_seen:
+        excluded_ids = itertools.chain(excluded_ids, (item for s in sessions for item, _ in s.items))
+    lookup = bundle.vocab.item_index
+    labels = frozenset(label for item in excluded_ids if (label := lookup(item)) is not None)
+    return RequestContext(
+        user_id=query.user_id,
+        sessions=sessions,
+        scene=query.scene,
+        now=now,
+        depth=query.k,
+        exclude_seen=query.exclude_seen,
+        excluded=np.asarray(sorted(labels), dtype=np.int64),
+        excluded_set=labels,
+        query=query.query,
     )
 
 
-def _search(
-    bundle: Bundle, metrics: Metrics, vector: np.ndarray, k: int, excluded: set[int]
-) -> tuple[np.ndarray, np.ndarray]:
-    """The top-k labels for ``vector`` (1, D) not in ``excluded``.
-
-    Asks the index for ``k + len(excluded)`` first, which is enough whenever the index returns
-    what it is asked for, and doubles (up to the whole catalog) if it still comes up short.
-    """
-    catalog = bundle.vocab.n_items
-    want = min(k + len(excluded), catalog)
-    with metrics.stage("ann"):
-        while True:
-            labels, scores = bundle.search(vector, want)
-            # a set lookup per candidate: np.isin sorts both arrays (~10x slower at these sizes)
-            keep = np.fromiter((label not in excluded for label in labels[0].tolist()), bool, labels.shape[1])
-            labels, scores = labels[0][keep], scores[0][keep]
-            if len(labels) >= k or want >= catalog:
-                return labels[:k], scores[:k]
-            want = min(want * 2, catalog)
+def _fusion(bundle: Bundle, exclude_seen: bool) -> FusionParams:
+    spec = bundle.manifest.channels
+    if spec is None:
+        return FusionParams()
+    return spec.fusion.get(UNSEEN if exclude_seen else SEEN, FusionParams())
 
 
-def _take_distinct(candidates: Iterable[str], k: int, excluded: Collection[str]) -> list[str]:
+def _hits(ranks: dict[str, int], lists: dict[str, Candidates]) -> dict[str, ChannelHit]:
+    return {
+        name: ChannelHit(rank=rank, score=float(lists[name][1][rank - 1])) for name, rank in ranks.items()
+    }
+
+
+def _popular_ids(bundle: Bundle, scene: str, k: int, excluded: Collection[str]) -> list[str]:
+    """The scene's list, then all scenes', then the rest of the catalog: k is met when it can be."""
+    candidates = itertools.chain(
+        bundle.fallback(scene), bundle.fallback(ALL_SCENES), map(str, bundle.vocab.item_ids)
+    )
     chosen: list[str] = []
     seen = set(excluded)
     for item in candidates:

@@ -1,4 +1,5 @@
-"""A bundle loaded for serving: encoder (ONNX Runtime), item index (hnswlib), vocabulary, fallbacks.
+"""A bundle loaded for serving: encoder (ONNX Runtime), item index (hnswlib), vocabulary,
+fallbacks, and the channels' files (the i2i table).
 
 ``LoadedBundle.load`` is the only way in, and it validates before it returns: manifest, file
 checksums (before any other reader sees a file: hnswlib and ONNX Runtime trust their input),
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zipfile
 from pathlib import Path
 from typing import Protocol
 
@@ -31,6 +33,7 @@ from index.bundle import (
     read_manifest,
     verify_files,
 )
+from index.i2i import I2I_FILE, ItemToItem
 from index.vocab import ITEMS_FILE, VOCAB_FILE, Vocabulary
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,11 @@ class Bundle(Protocol):
     @property
     def vocab(self) -> Vocabulary: ...
 
+    @property
+    def i2i(self) -> ItemToItem | None:
+        """The co-occurrence table, when the manifest's channels carry one."""
+        ...
+
     def encode(self, tokens: np.ndarray) -> np.ndarray:
         """tokens (B, T, N_FEATURES) int64 → user vectors (B, D) float32, L2-normalised."""
         ...
@@ -81,6 +89,7 @@ class LoadedBundle:
         session: ort.InferenceSession,
         index: ItemIndex,
         popularity: dict[str, list[str]],
+        i2i: ItemToItem | None = None,
     ) -> None:
         self.directory = directory
         self._manifest = manifest
@@ -88,6 +97,7 @@ class LoadedBundle:
         self._session = session
         self._index = index
         self._popularity = popularity
+        self._i2i = i2i
         self._input = manifest.encoder.inputs[0]
         self._output = manifest.encoder.outputs[0]
 
@@ -127,7 +137,8 @@ class LoadedBundle:
                 f"{directory}: item counts disagree: index {index.count}, vocabulary {vocab.n_items}, "
                 f"manifest {manifest.item_count}"
             )
-        bundle = cls(directory, manifest, vocab, session, index, _read_popularity(directory))
+        i2i = _read_i2i(directory, manifest)
+        bundle = cls(directory, manifest, vocab, session, index, _read_popularity(directory), i2i)
         bundle._check_probe()
         log.info(
             "loaded bundle %d from %s (%d items, dim %d)",
@@ -149,6 +160,10 @@ class LoadedBundle:
     @property
     def vocab(self) -> Vocabulary:
         return self._vocab
+
+    @property
+    def i2i(self) -> ItemToItem | None:
+        return self._i2i
 
     def encode(self, tokens: np.ndarray) -> np.ndarray:
         out = self._session.run([self._output], {self._input: np.ascontiguousarray(tokens, dtype=np.int64)})
@@ -243,3 +258,14 @@ def _read_popularity(directory: Path) -> dict[str, list[str]]:
     if ALL_SCENES not in raw:
         raise BundleError(f"{directory}: {POPULARITY_FILE} has no {ALL_SCENES!r} list")
     return {str(scene): list(items) for scene, items in raw.items()}
+
+
+def _read_i2i(directory: Path, manifest: Manifest) -> ItemToItem | None:
+    if manifest.channels is None or manifest.channels.i2i is None:
+        return None
+    if I2I_FILE not in manifest.files:
+        raise BundleError(f"{directory}: manifest configures the i2i channel but does not list {I2I_FILE}")
+    try:
+        return ItemToItem.load(directory / I2I_FILE, manifest.item_count)
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise BundleError(f"{directory}: unreadable {I2I_FILE}: {exc}") from exc

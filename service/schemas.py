@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from index.features import Event
+from service.channels import ChannelName
 from service.settings import API_MAX_EVENTS_PER_BATCH, API_MAX_EXCLUDE_IDS, API_MAX_K
 
 
@@ -47,8 +48,10 @@ class RecallRequest(_Request):
     scene: Scene = Field(
         default="default", description="Scene of the request; picks the query context and fallback."
     )
-    exclude_seen: bool = Field(
-        default=True, description="Drop items in the user's recent history (any action)."
+    exclude_seen: bool | None = Field(
+        default=None,
+        description="Drop items in the user's recent history (any action); default: the "
+        "deployment's exclude_seen setting (true unless configured otherwise).",
     )
     exclude_item_ids: list[ItemId] = Field(
         default_factory=list, max_length=API_MAX_EXCLUDE_IDS, description="Items never to return (≤ 1000)."
@@ -56,7 +59,18 @@ class RecallRequest(_Request):
     query: str | None = Field(
         default=None,
         max_length=512,
-        description="Search query text; reserved for the text channel, ignored by v1.",
+        description="Search query text; reserved for the search channels, ignored by v1.",
+    )
+    channels: list[ChannelName] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=16,
+        description="Run only these channels (default: every channel the bundle carries).",
+    )
+    as_of: Annotated[int, Field(gt=0, le=MAX_TS), INTEGRAL] | None = Field(
+        default=None,
+        description="Unix seconds the request is answered as of (default: now): the query "
+        "context's time, and only events before it count, so that logs can be replayed.",
     )
 
 
@@ -78,9 +92,19 @@ class EventsRequest(_Request):
     events: list[EventIn] = Field(min_length=1, max_length=API_MAX_EVENTS_PER_BATCH)
 
 
+class ChannelHit(BaseModel):
+    rank: int = Field(description="Rank of the item in this channel's list, from 1.")
+    score: float = Field(description="The channel's own score for the item.")
+
+
 class RecalledItem(BaseModel):
     item_id: str
-    score: float
+    score: float = Field(description="Merged score; the list is sorted by it, best first.")
+    channels: dict[str, ChannelHit] = Field(
+        default_factory=dict,
+        description="The channels that proposed the item; empty for padding that fills the answer "
+        "up to k from the popularity list.",
+    )
 
 
 class RecallResponse(BaseModel):
@@ -89,6 +113,10 @@ class RecallResponse(BaseModel):
     source: Source
     degraded: bool
     items: list[RecalledItem]
+    missing_channels: list[str] = Field(
+        default_factory=list,
+        description="Channels that failed or timed out; the answer was merged without them.",
+    )
 
 
 class EventsAccepted(BaseModel):
@@ -122,6 +150,10 @@ class BundleSummary(BaseModel):
     embedding_dim: int
     hnsw: dict[str, object]
     metrics: dict[str, float]
+    channels: dict[str, object] | None = Field(
+        description="The channels' settings and fusion weights fitted on validation; null: a bundle "
+        "from before the merge (nsp channel alone)."
+    )
 
 
 class PinRequest(_Request):

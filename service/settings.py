@@ -121,6 +121,18 @@ class Settings(BaseSettings):
         description="Micro-batching: most concurrent requests sharing one encoder run (1 = off).",
     )
     default_k: int = Field(default=100, ge=1, description="Items returned when a recall request gives no k.")
+    exclude_seen: bool = Field(
+        default=True,
+        description="Default of a recall request's exclude_seen: drop the user's own items (fashion) or "
+        "keep them for the repeat-purchase channel (grocery: false). A request still overrides it.",
+    )
+    channel_timeout_s: float = Field(
+        default=0.25,
+        gt=0,
+        le=10,
+        description="Deadline of one channel within a recall; a channel past it is left out of the "
+        "merge, counted and named in missing_channels.",
+    )
     max_k: int = Field(
         default=API_MAX_K, ge=1, le=API_MAX_K, description="Largest k a recall request may ask for."
     )

@@ -48,6 +48,8 @@ class TopK:
     k: int  # the length asked for; the lists are shorter only when the catalog ran out
     item_ids: tuple[str, ...]
     scores: tuple[float, ...]
+    # Per item, the channels that proposed it: name → (rank, the channel's score); () = unknown.
+    channels: tuple[dict[str, tuple[int, float]], ...] = ()
 
 
 def encode(entry: TopK) -> bytes:
@@ -59,6 +61,7 @@ def encode(entry: TopK) -> bytes:
             "k": entry.k,
             "item_ids": entry.item_ids,
             "scores": entry.scores,
+            "channels": entry.channels,
         }
     )
 
@@ -74,14 +77,19 @@ def decode(value: bytes) -> TopK:
             k=raw["k"],
             item_ids=tuple(raw["item_ids"]),
             scores=tuple(float(s) for s in raw["scores"]),
+            channels=tuple(
+                {str(name): (int(hit[0]), float(hit[1])) for name, hit in hits.items()}
+                for hits in raw.get("channels", ())
+            ),
         )
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise UnreadableEntry(f"unreadable top-K entry: {type(exc).__name__}: {exc}") from exc
     if not (
         isinstance(entry.bundle_version, int)
         and isinstance(entry.scene, str)
         and isinstance(entry.k, int)
         and len(entry.item_ids) == len(entry.scores)
+        and len(entry.channels) in (0, len(entry.item_ids))
         and all(isinstance(item, str) for item in entry.item_ids)
     ):
         raise UnreadableEntry("unreadable top-K entry: wrong field types or lengths")

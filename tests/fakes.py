@@ -32,6 +32,7 @@ from index.bundle import (
     staging,
 )
 from index.features import COL, ITEM, N_FEATURES, Event, build_tokens, group_sessions, stack_left_padded
+from index.i2i import ItemToItem
 from index.vocab import ITEM_OFFSET, Vocabulary
 from service.app import create_app
 from service.metrics import Metrics
@@ -114,6 +115,10 @@ class FakeBundle:
     @property
     def vocab(self) -> Vocabulary:
         return self._vocab
+
+    @property
+    def i2i(self) -> ItemToItem | None:
+        return None
 
     def encode(self, tokens: np.ndarray) -> np.ndarray:
         self.encode_calls += 1

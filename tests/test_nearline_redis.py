@@ -23,8 +23,7 @@ from fakes import ids, recall
 from index.bundle import commit, read_manifest, staging
 from service.app import create_app
 from service.metrics import Metrics
-from service.recall import RecallPipeline
-from service.schemas import RecallRequest
+from service.recall import RecallPipeline, RecallQuery, standard_channels
 from service.settings import Settings
 from service.topk_cache import CacheUnavailable, RedisTopKCache, TopK, decode, encode
 
@@ -83,7 +82,8 @@ async def test_each_cached_list_is_one_key_beside_the_users_events_with_a_ttl(
     admin: aioredis.Redis, prefix: str, redis_url: str
 ) -> None:
     cache = RedisTopKCache(redis_url, key_prefix=prefix)
-    value = encode(TopK(3, SCENE, 1_767_225_600.5, 2, ("i1", "i2"), (0.5, 0.25)))
+    provenance = ({"nsp": (1, 0.9)}, {})
+    value = encode(TopK(3, SCENE, 1_767_225_600.5, 2, ("i1", "i2"), (0.5, 0.25), provenance))
     try:
         await cache.put("alice", value, 600.5)
         assert await cache.get("alice") == value
@@ -91,7 +91,8 @@ async def test_each_cached_list_is_one_key_beside_the_users_events_with_a_ttl(
         assert keys == [f"{prefix}:{{alice}}:topk"]  # the events key's hash tag: same cluster slot
         assert 600 <= await admin.ttl(keys[0]) <= 601
         assert await admin.get(keys[0]) == b'{"bundle_version":3,"scene":"homepage",' + (
-            b'"computed_at":1767225600.5,"k":2,"item_ids":["i1","i2"],"scores":[0.5,0.25]}'
+            b'"computed_at":1767225600.5,"k":2,"item_ids":["i1","i2"],"scores":[0.5,0.25],'
+            b'"channels":[{"nsp":[1,0.9]},{}]}'
         )
         await cache.delete(["alice", "bob"])
         assert await cache.get("alice") is None
@@ -152,11 +153,17 @@ async def test_a_cached_recall_equals_the_model_recall_until_the_bundle_changes(
         fewer = await recall(client, user_id=user, scene=SCENE, k=10, exclude_item_ids=ids(cached)[:1])
         # The model recall at the moment the entry was computed (its context's hour and weekday).
         with ThreadPoolExecutor(1) as pool:
+            metrics = Metrics()
             pipeline = RecallPipeline(
-                services.store, pool, Metrics(), history_limit=500, clock=lambda: entry.computed_at
+                services.store,
+                standard_channels(pool, metrics),
+                metrics,
+                history_limit=500,
+                clock=lambda: entry.computed_at,
             )
-            request = RecallRequest(user_id=user, k=K, scene=SCENE)
-            computed = await pipeline.recall(services.registry.current(), request, K)
+            computed = await pipeline.recall(
+                services.registry.current(), RecallQuery(user_id=user, k=K, scene=SCENE)
+            )
 
         publish_again(bundles, 2)
         await services.registry.refresh()

@@ -28,8 +28,7 @@ from index.bundle import MANIFEST
 from index.features import Event
 from service.metrics import CACHE_MISSES, Metrics
 from service.nearline import Nearline, NearlineConfig
-from service.recall import RecallPipeline
-from service.schemas import RecallRequest
+from service.recall import RecallPipeline, RecallQuery, standard_channels
 from service.store import InMemorySessionStore, SessionStore
 from service.topk_cache import InMemoryTopKCache, TopK, decode, encode
 
@@ -98,7 +97,7 @@ async def test_ingest_recomputes_in_the_background_and_recall_serves_the_cache(
         reads, encodes = store.reads, bundle.encode_calls
         cached = await recall(client, k=10)
         assert (store.reads, bundle.encode_calls) == (reads, encodes)  # one cache read, nothing else
-        fresh = await services.pipeline.recall(bundle, RecallRequest(user_id="alice", k=10), 10)
+        fresh = await services.pipeline.recall(bundle, RecallQuery(user_id="alice", k=10))
         metrics = services.metrics
     assert cached["source"] == "cache"
     assert cached["bundle_version"] == 7 and cached["degraded"] is False
@@ -307,7 +306,7 @@ def nearline_over(
     **config: Any,
 ) -> tuple[Nearline, InMemoryTopKCache, Metrics]:
     metrics, cache = Metrics(), cache or InMemoryTopKCache()
-    pipeline = RecallPipeline(store, pool, metrics, history_limit=500)
+    pipeline = RecallPipeline(store, standard_channels(pool, metrics), metrics, history_limit=500)
     fields = {"k": 10, "scene": "default", "max_age_s": 600.0, "max_pending": 100, "concurrency": 1}
     nearline = Nearline(pipeline, lambda: bundle, cache, metrics, NearlineConfig(**{**fields, **config}))
     return nearline, cache, metrics

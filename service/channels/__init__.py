@@ -1,0 +1,9 @@
+"""The recall channels (``base`` has the interface). ``CHANNEL_NAMES`` is the API's vocabulary:
+a request naming any other channel is a 422."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+ChannelName = Literal["nsp", "history", "i2i", "popular"]
+CHANNEL_NAMES: tuple[ChannelName, ...] = ("nsp", "history", "i2i", "popular")
