@@ -195,7 +195,13 @@ def run_round(
     info = {"kind": "incremental", "round": number, "bucket": bucket, "n_buckets": config.n_buckets}
     try:
         summary = train(
-            bucket_dataset(dataset, bucket, config.n_buckets), train_config, run_dir, progress, model, info
+            bucket_dataset(dataset, bucket, config.n_buckets),
+            train_config,
+            run_dir,
+            progress,
+            model,
+            info,
+            channel_data=dataset,
         )
     except NoTrainingData as exc:
         log.warning("round %d: bucket %d has no training data in the window: %s", number, bucket, exc)

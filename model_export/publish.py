@@ -20,13 +20,14 @@ import torch
 
 from index import bundle
 from index.ann import ItemIndex, choose_ef
-from index.bundle import HnswParams
+from index.bundle import ChannelsSpec, HnswParams
 from index.features import Session, build_tokens, stack_left_padded
+from index.i2i import I2I_FILE
 from index.vocab import Vocabulary
 from model_export.evaluate import item_matrix
 from model_export.export import INPUT_NAME, OUTPUT_NAME, check_agreement, export_encoder, onnx_session
 from model_export.model import Encoder, NSPConfig, NSPModel
-from model_export.train import CHECKPOINT, METRICS, POPULARITY
+from model_export.train import CHANNELS, CHECKPOINT, METRICS, POPULARITY
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,18 @@ def _flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
         if isinstance(values, dict):
             flat.update({f"{split}.{name}": float(v) for name, v in values.items()})
     return flat
+
+
+def _run_channels(run_dir: Path) -> ChannelsSpec | None:
+    """The run's fitted channel settings and fusion (``train`` writes them); None for a run from
+    before the merge, which publishes an nsp-only bundle."""
+    path = run_dir / CHANNELS
+    if not path.is_file():
+        return None
+    channels = ChannelsSpec.model_validate_json(path.read_text())
+    if channels.i2i is not None and not (run_dir / I2I_FILE).is_file():
+        raise FileNotFoundError(f"{run_dir}: {CHANNELS} configures the i2i channel but {I2I_FILE} is missing")
+    return channels
 
 
 class QualityGateError(Exception):
@@ -179,6 +192,9 @@ def publish(
         index.save(stage / bundle.INDEX_FILE)
         vocab.save(stage)
         shutil.copyfile(run_dir / POPULARITY, stage / bundle.POPULARITY_FILE)
+        channels = _run_channels(run_dir)
+        if channels is not None and channels.i2i is not None:
+            shutil.copyfile(run_dir / I2I_FILE, stage / I2I_FILE)
 
         data = checkpoint["data"]
         fields = {
@@ -202,5 +218,6 @@ def publish(
             "hnsw": hnsw.model_dump(),
             "item_count": vocab.n_items,
             "metrics": run_metrics,
+            "channels": channels.model_dump() if channels is not None else None,
         }
         return bundle.commit(bundle_root, stage, fields, version)

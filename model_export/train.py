@@ -26,11 +26,13 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from index.features import MAX_ITEMS_PER_SESSION, MAX_SESSIONS, Session
+from index.i2i import I2I_FILE
 from index.vocab import Vocabulary
 from model_export.baselines import fit_baselines
 from model_export.batches import Batch, TargetSet, make_ar_batch, make_nsp_batch
+from model_export.channel_fit import DEFAULT_NEIGHBOURS, channel_rankers, fit_channels
 from model_export.data import DAY, Dataset, EvalCase, load_dataset
-from model_export.evaluate import model_ranker
+from model_export.evaluate import item_matrix, model_ranker, user_matrix
 from model_export.losses import CountReduce, LossKind, target_loss
 from model_export.model import NSPConfig, NSPModel
 from model_export.ranking import evaluate
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 POPULARITY = "popularity.json"
 METRICS = "metrics.json"
+CHANNELS = "channels.json"  # the fitted index.bundle.ChannelsSpec; beside it index.i2i.I2I_FILE
 SELECT_METRIC = "hr@100"
 EVAL_KS = (20, 100)
 # metrics.json key of each baseline, by its display name in model_export.baselines
@@ -74,6 +77,10 @@ class TrainConfig:
     # remain context): pretraining on a limited recent window, and every PIT round.
     window_days: int | None = None
     baselines: bool = True  # also judge the classic baselines on the test split
+    # Fit the classic channels and the merge on validation and write them for the bundle (nsp
+    # objective only). ``i2i_neighbours``: co-occurrence neighbours kept per item.
+    channels: bool = True
+    i2i_neighbours: int = DEFAULT_NEIGHBOURS
     model: dict[str, Any] = field(default_factory=dict)  # overrides of NSPConfig defaults
 
 
@@ -252,10 +259,13 @@ def train(
     progress: bool = True,
     start: NSPModel | None = None,
     round_info: dict[str, Any] | None = None,
+    channel_data: Dataset | None = None,
 ) -> dict[str, dict[str, float]]:
     """Train (from ``start`` when given: an incremental round) and write the run directory.
 
     ``round_info`` (``kind``, ``bucket``) goes into the checkpoint for the bundle manifest.
+    ``channel_data``: the data the channels and merge are fitted on (default ``dataset``; a
+    PIT round trains on one bucket but fits the channels on every user).
     """
     parallel = Parallel.from_env()
     torch.manual_seed(config.seed)
@@ -321,6 +331,8 @@ def train(
     results = {"val": evaluate_cases(model, dataset.val, vocab, config) if dataset.val else {}}
     if dataset.test:
         results["test"] = evaluate_cases(model, dataset.test, vocab, config)
+    if config.channels and config.objective == "nsp":
+        results.update(fit_and_write_channels(model, channel_data or dataset, dataset, config, out_dir))
     if dataset.test and config.baselines:
         # The same harness and split for the baselines a user would otherwise pick.
         for name, ranker in fit_baselines(dataset.train, vocab).items():
@@ -348,6 +360,29 @@ def train(
     summary = {**results, "train": {"seconds": train_seconds, "best_epoch": float(best["epoch"])}}
     (out_dir / METRICS).write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def fit_and_write_channels(
+    model: NSPModel, fit_on: Dataset, dataset: Dataset, config: TrainConfig, out_dir: Path
+) -> dict[str, dict[str, float]]:
+    """Fit the channels and merge on ``fit_on``'s validation cases, write them to the run, and
+    return the merged list's validation and test metrics for both exclusion policies."""
+    vocab = dataset.vocab
+
+    def user_vectors(cases: Sequence[EvalCase]) -> np.ndarray:
+        return user_matrix(model, cases, vocab, config.max_sessions, config.max_items)
+
+    spec, table, source = fit_channels(fit_on, user_vectors, item_matrix(model, vocab), config.i2i_neighbours)
+    table.save(out_dir / I2I_FILE)
+    (out_dir / CHANNELS).write_text(spec.model_dump_json(indent=2))
+    merged = channel_rankers(source, spec)["merged"]
+    results: dict[str, dict[str, float]] = {}
+    for split, cases in (("val", fit_on.val), ("test", dataset.test)):
+        for suffix, exclude_seen in (("", False), ("_unseen", True)):
+            if cases:
+                metrics = evaluate(merged, cases, vocab, EVAL_KS, exclude_seen, per_k=True)
+                results[f"{split}_merged{suffix}"] = metrics
+    return results
 
 
 def _copy_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -53,20 +53,26 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def print_quality(summary: dict[str, Any]) -> None:
+    """The test-period table: the served merge, the NSP channel alone and every baseline."""
     from model_export.train import BASELINE_KEYS
 
-    rows = [("NSP model", summary["test"])]
-    rows += [(name, summary[key]) for name, key in BASELINE_KEYS.items() if key in summary]
+    rows = [("merged channels (served)", summary["test_merged"])] if "test_merged" in summary else []
+    rows.append(("NSP channel alone", summary["test"]))
+    baselines = [(name, summary[key]) for name, key in BASELINE_KEYS.items() if key in summary]
+    rows += baselines
     names = list(summary["test"])
-    print("\nHeld-out next sessions (test period, full catalog):")
-    print(f"{'':24}" + "".join(f"{n:>12}" for n in names))
+    print("\nHeld-out next sessions (test period, full catalog, seen items kept):")
+    print(f"{'':26}" + "".join(f"{n:>12}" for n in names))
     for label, metrics in rows:
-        print(f"{label:24}" + "".join(f"{metrics[n]:12.4f}" for n in names))
-    best_name, best = max(rows[1:], key=lambda row: row[1]["hr@100"])
+        print(f"{label:26}" + "".join(f"{metrics.get(n, float('nan')):12.4f}" for n in names))
+    if not baselines:
+        return
+    best_name, best = max(baselines, key=lambda row: row[1]["hr@100"])
     if best["hr@100"] > 0:
-        print(
-            f"HR@100: model / best baseline ({best_name}) = {summary['test']['hr@100'] / best['hr@100']:.2f}x"
+        ratios = ", ".join(
+            f"{label} {m['hr@100'] / best['hr@100']:.2f}x" for label, m in rows[: len(rows) - len(baselines)]
         )
+        print(f"HR@100 against the best baseline ({best_name}): {ratios}")
 
 
 def _gate(args: argparse.Namespace) -> Any:

@@ -28,6 +28,7 @@ import numpy as np
 
 from index.features import ACTIONS, Event, Session, group_sessions
 from index.fusion import SEEN, UNSEEN, Candidates, FusionParams, fuse, provenance
+from index.popularity import ALL_SCENES
 from service.batching import EncodeBatcher
 from service.channels import CHANNEL_NAMES, ChannelName
 from service.channels.base import Channel, RequestContext
@@ -36,7 +37,7 @@ from service.channels.i2i import I2IChannel
 from service.channels.nsp import NspChannel
 from service.channels.popular import PopularChannel
 from service.metrics import Metrics
-from service.runtime import ALL_SCENES, Bundle
+from service.runtime import Bundle
 from service.schemas import (
     ChannelHit,
     RecalledItem,

@@ -34,12 +34,12 @@ from index.bundle import (
     verify_files,
 )
 from index.i2i import I2I_FILE, ItemToItem
+from index.popularity import ALL_SCENES
 from index.vocab import ITEMS_FILE, VOCAB_FILE, Vocabulary
 
 log = logging.getLogger(__name__)
 
 REQUIRED_FILES = (ENCODER_FILE, INDEX_FILE, POPULARITY_FILE, PROBE_FILE, VOCAB_FILE, ITEMS_FILE)
-ALL_SCENES = "*"  # popularity key for all scenes together
 PROBE_ATOL = 1e-4
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"

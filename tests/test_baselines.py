@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from index.features import ACTION_CODE, Session
+from index.i2i import I2IParams
 from index.vocab import Vocabulary
 from model_export.baselines import (
     CooccurrenceRanker,
@@ -94,17 +95,17 @@ def co_bought_world() -> dict[str, list[Session]]:
 
 
 def test_cooccurrence_ranks_the_co_bought_item_first() -> None:
-    ranker = CooccurrenceRanker.fit(co_bought_world(), VOCAB, window=1)
+    ranker = CooccurrenceRanker.fit(co_bought_world(), VOCAB, I2IParams(window=1))
     assert ranked(ranker, [case([session(50, (11, PAY))])], k=4) == [[12, 14, 13, 0]]
 
 
 def test_cooccurrence_window_limits_which_sessions_pair_up() -> None:
-    ranker = CooccurrenceRanker.fit(co_bought_world(), VOCAB, window=0)
+    ranker = CooccurrenceRanker.fit(co_bought_world(), VOCAB, I2IParams(window=0))
     assert 14 not in ranked(ranker, [case([session(50, (11, PAY))])], k=2)[0]
 
 
 def test_cooccurrence_ignores_all_but_the_recent_engaged_sessions() -> None:
-    ranker = CooccurrenceRanker.fit(co_bought_world(), VOCAB, window=1, recent_sessions=1)
+    ranker = CooccurrenceRanker.fit(co_bought_world(), VOCAB, I2IParams(window=1, recent_sessions=1))
     # 11 was engaged two engaged sessions ago (exposure-only sessions do not count).
     history = [session(40, (11, PAY)), session(41, (5, CLICK)), session(42, (11, EXPOSURE))]
     assert ranked(ranker, [case(history)], k=1) == [[0]]

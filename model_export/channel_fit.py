@@ -1,0 +1,232 @@
+"""Fit the classic channels and the merge on the validation split, and judge them.
+
+``fit_channels`` runs at train time, after the NSP epoch is selected, on the same validation
+cases (never test):
+
+1. the i2i co-occurrence table is built from the training period (``index.i2i``);
+2. the history channel's action weights and half-life, and the i2i channel's recency
+   (recent sessions, decay), are grid-searched for Recall@100 of each channel alone;
+3. the merge is fitted per exclusion policy: for each method (weighted RRF, normalised score
+   sum) the channel weights are found by coordinate ascent over ``WEIGHT_GRID`` maximising
+   the mean of Recall@K over ``KS``, each K judged as a k = K request (lists cut to depth K,
+   padded from popularity as the service pads); the method with the better objective is
+   served. Everything measured goes into ``ChannelsSpec.validation``.
+
+``judge`` reports each channel alone, the merge, the oracle union of the channels' lists
+(the ceiling a merge of depth-K lists can reach), each channel's unique hits and the merge's
+loss without each channel (leave-one-out).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from index.bundle import ChannelsSpec
+from index.features import CLICK
+from index.fusion import SEEN, UNSEEN, FusionParams
+from index.history import HistoryParams
+from index.i2i import I2IParams, ItemToItem
+from model_export.channels import EMPTY, CaseLists, ChannelRanker, OfflineChannels, cut, merged_rows, pad_rows
+from model_export.data import Dataset, EvalCase
+from model_export.metrics import hit_metrics
+from model_export.ranking import case_targets, flatten_sessions
+
+log = logging.getLogger(__name__)
+
+KS = (20, 100, 500)
+WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
+METHODS = ("rrf", "score")
+HALF_LIVES = (1.0, 3.0, 7.0, 14.0, 30.0, 90.0)
+ACTION_WEIGHTS = (
+    (0.0, 0.1, 1.0, 2.0, 4.0),  # depth matters a lot
+    (0.0, 0.0, 1.0, 2.0, 4.0),  # exposures say nothing
+    (0.0, 0.3, 1.0, 1.5, 2.0),  # depth matters a little
+    (0.0, 0.1, 1.0, 1.0, 1.0),  # any engagement is alike
+)
+I2I_RECENCY = tuple(itertools.product((5, 10, 20), (0.5, 0.8, 1.0)))  # (recent_sessions, decay)
+DEFAULT_NEIGHBOURS = 100  # docs/benchmarks/quality.md measures recall against N; docs the memory
+
+
+def build_i2i(dataset: Dataset, params: I2IParams) -> ItemToItem:
+    """The co-occurrence table of the training period's engaged items."""
+    flat = flatten_sessions(list(dataset.train.values()), dataset.vocab)
+    engaged = flat.action >= CLICK
+    return ItemToItem.build(
+        flat.owner[engaged], flat.position[engaged], flat.item[engaged], dataset.vocab.n_items, params
+    )
+
+
+def recall_of(rows: Sequence[np.ndarray], targets: Sequence[set[int]], k: int) -> float:
+    ranked = pad_rows(rows, [EMPTY[0]] * len(rows), k)
+    return hit_metrics(ranked, targets, [k])[f"recall@{k}"]
+
+
+def merged_objective(
+    by_k: dict[int, CaseLists],
+    fills: dict[int, list[np.ndarray]],
+    targets: Sequence[set[int]],
+    fusion: FusionParams,
+) -> float:
+    """Mean over K of the merged Recall@K, each K from depth-K lists padded as the service pads."""
+    values = []
+    for k, lists in by_k.items():
+        ranked = pad_rows(merged_rows(lists, fusion, k), fills[k], k)
+        values.append(hit_metrics(ranked, targets, [k])[f"recall@{k}"])
+    return float(np.mean(values))
+
+
+def fit_fusion(
+    by_k: dict[int, CaseLists],
+    fills: dict[int, list[np.ndarray]],
+    targets: Sequence[set[int]],
+    channels: Sequence[str],
+) -> tuple[FusionParams, dict[str, float]]:
+    """The best (method, weights) by coordinate ascent, and each method's objective."""
+    scores: dict[str, float] = {}
+    best_params, best_value = FusionParams(), -1.0
+    for method in METHODS:
+        weights = dict.fromkeys(channels, 1.0)
+        value = merged_objective(by_k, fills, targets, FusionParams(method=method, weights=weights))
+        for _ in range(3):  # passes; stops early once a pass changes nothing
+            improved = False
+            for channel in channels:
+                for weight in WEIGHT_GRID:
+                    trial = {**weights, channel: weight}
+                    if weight == weights[channel] or not any(trial.values()):
+                        continue
+                    candidate = merged_objective(
+                        by_k, fills, targets, FusionParams(method=method, weights=trial)
+                    )
+                    if candidate > value + 1e-9:
+                        value, weights, improved = candidate, trial, True
+            if not improved:
+                break
+        scores[method] = value
+        log.info("fusion %s: objective %.4f with %s", method, value, weights)
+        if value > best_value:
+            best_value, best_params = value, FusionParams(method=method, weights=weights)
+    return best_params, scores
+
+
+def fit_history(
+    cases: Sequence[EvalCase], targets: Sequence[set[int]], source: OfflineChannels
+) -> HistoryParams:
+    best, best_value = source.history, -1.0
+    for half_life, weights in itertools.product(HALF_LIVES, ACTION_WEIGHTS):
+        source.history = HistoryParams(action_weights=weights, half_life_days=half_life)
+        rows = [row["history"][0] for row in source.lists(cases, 100, False, only=["history"])]
+        value = recall_of(rows, targets, 100)
+        if value > best_value:
+            best, best_value = source.history, value
+    source.history = best
+    return best
+
+
+def fit_i2i(cases: Sequence[EvalCase], targets: Sequence[set[int]], source: OfflineChannels) -> I2IParams:
+    best, best_value = source.i2i, -1.0
+    for recent, decay in I2I_RECENCY:
+        source.i2i = source.i2i.model_copy(update={"recent_sessions": recent, "decay": decay})
+        value = float(
+            np.mean(
+                [
+                    recall_of(
+                        [row["i2i"][0] for row in source.lists(cases, 100, seen, only=["i2i"])], targets, 100
+                    )
+                    for seen in (False, True)
+                ]
+            )
+        )
+        if value > best_value:
+            best, best_value = source.i2i, value
+    source.i2i = best
+    return best
+
+
+def deep_lists(
+    source: OfflineChannels, cases: Sequence[EvalCase], exclude_seen: bool, ks: Sequence[int] = KS
+) -> tuple[dict[int, CaseLists], dict[int, list[np.ndarray]]]:
+    """Each channel's lists and the padding, per K (computed once at the deepest K, then cut)."""
+    lists = source.lists(cases, max(ks), exclude_seen)
+    by_k = {k: cut(lists, k) for k in ks}
+    fills = {k: [row["popular"][0] for row in by_k[k]] for k in ks}
+    return by_k, fills
+
+
+def fit_channels(
+    dataset: Dataset,
+    user_vectors: Callable[[Sequence[EvalCase]], np.ndarray] | None,
+    items: np.ndarray | None,
+    neighbours: int = DEFAULT_NEIGHBOURS,
+) -> tuple[ChannelsSpec, ItemToItem, OfflineChannels]:
+    """Fit on ``dataset.val``; returns the spec for the manifest, the i2i table and the channels."""
+    i2i = I2IParams(neighbours=neighbours)
+    table = build_i2i(dataset, i2i)
+    source = OfflineChannels(
+        dataset.vocab, dataset.popularity, HistoryParams(), table, i2i, user_vectors, items
+    )
+    cases, targets = case_targets(dataset.val, dataset.vocab)
+    if not cases:
+        log.warning("no validation cases: channel settings and fusion weights left at their defaults")
+        return ChannelsSpec(i2i=i2i), table, source
+    fit_history(cases, targets, source)
+    fit_i2i(cases, targets, source)
+    fusion: dict[str, FusionParams] = {}
+    validation: dict[str, float] = {}
+    for exclude_seen, key in ((False, SEEN), (True, UNSEEN)):
+        by_k, fills = deep_lists(source, cases, exclude_seen)
+        fusion[key], by_method = fit_fusion(by_k, fills, targets, source.names)
+        validation.update({f"{key}.{method}": value for method, value in by_method.items()})
+    spec = ChannelsSpec(history=source.history, i2i=source.i2i, fusion=fusion, validation=validation)
+    log.info("channels fitted on %d validation cases: %s", len(cases), spec.model_dump_json())
+    return spec, table, source
+
+
+def judge(
+    source: OfflineChannels, spec: ChannelsSpec, cases: Sequence[EvalCase], ks: Sequence[int] = KS
+) -> dict[str, Any]:
+    """Per exclusion policy: each channel alone and the merge (HR/Recall/NDCG@K, each K as a
+    k = K request), the oracle union Recall@K, unique hits per channel, leave-one-out loss."""
+    cases, targets = case_targets(cases, source.vocab)
+    fusion = {False: spec.fusion.get(SEEN, FusionParams()), True: spec.fusion.get(UNSEEN, FusionParams())}
+    report: dict[str, Any] = {"cases": len(cases)}
+    for exclude_seen, view in ((False, "all"), (True, "unseen")):
+        by_k, fills = deep_lists(source, cases, exclude_seen, ks)
+        entry: dict[str, Any] = {"channels": {}, "merged": {}, "union": {}, "unique": {}, "leave_one_out": {}}
+        for k in ks:
+            lists, fill = by_k[k], fills[k]
+            merged = pad_rows(merged_rows(lists, fusion[exclude_seen], k), fill, k)
+            entry["merged"].update(hit_metrics(merged, targets, [k]))
+            for name in source.names:
+                alone = pad_rows([row[name][0] for row in lists], fill, k)
+                entry["channels"].setdefault(name, {}).update(hit_metrics(alone, targets, [k]))
+                without = [n for n in source.names if n != name]
+                dropped = pad_rows(merged_rows(lists, fusion[exclude_seen], k, without), fill, k)
+                loss = entry["merged"][f"recall@{k}"] - hit_metrics(dropped, targets, [k])[f"recall@{k}"]
+                entry["leave_one_out"].setdefault(name, {})[f"recall@{k}"] = loss
+            found = [
+                {n: set(row[n][0].tolist()) & t for n in row} for row, t in zip(lists, targets, strict=True)
+            ]
+            union = [set().union(*f.values()) if f else set() for f in found]
+            entry["union"][f"recall@{k}"] = float(
+                np.mean([len(u) / len(t) for u, t in zip(union, targets, strict=True)])
+            )
+            entry["union"][f"hr@{k}"] = float(np.mean([bool(u) for u in union]))
+            total = sum(len(u) for u in union)
+            for name in source.names:
+                only = sum(len(f[name] - set().union(*(f[o] for o in f if o != name))) for f in found)
+                entry["unique"].setdefault(name, {})[f"hits@{k}"] = only
+                entry["unique"][name][f"share@{k}"] = only / total if total else 0.0
+        report[view] = entry
+    return report
+
+
+def channel_rankers(source: OfflineChannels, spec: ChannelsSpec) -> dict[str, ChannelRanker]:
+    """Each channel alone and the merge, as harness rankers (``model_export.ranking.evaluate``)."""
+    fusion = {False: spec.fusion.get(SEEN, FusionParams()), True: spec.fusion.get(UNSEEN, FusionParams())}
+    rankers = {name: ChannelRanker(source, fusion, [name]) for name in source.names}
+    return {**rankers, "merged": ChannelRanker(source, fusion)}
