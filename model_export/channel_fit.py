@@ -9,8 +9,9 @@ cases (never test):
 3. the merge is fitted per exclusion policy: for each method (weighted RRF, normalised score
    sum) the channel weights are found by coordinate ascent over ``WEIGHT_GRID`` maximising
    the mean of Recall@K over ``KS``, each K judged as a k = K request (lists cut to depth K,
-   padded from popularity as the service pads); the method with the better objective is
-   served. Everything measured goes into ``ChannelsSpec.validation``.
+   padded from popularity as the service pads), starting from the best of equal weights and
+   each channel alone; the method with the better objective is served. Everything measured
+   goes into ``ChannelsSpec.validation``.
 
 ``judge`` reports each channel alone, the merge, the oracle union of the channels' lists
 (the ceiling a merge of depth-K lists can reach), each channel's unique hits and the merge's
@@ -90,8 +91,17 @@ def fit_fusion(
     scores: dict[str, float] = {}
     best_params, best_value = FusionParams(), -1.0
     for method in METHODS:
-        weights = dict.fromkeys(channels, 1.0)
-        value = merged_objective(by_k, fills, targets, FusionParams(method=method, weights=weights))
+        # Start from the better of equal weights and each channel alone, so the merge fitted on
+        # validation is never below the best single channel there.
+        starts = [dict.fromkeys(channels, 1.0)]
+        starts += [{c: float(c == alone) for c in channels} for alone in channels]
+        value, weights = max(
+            (
+                (merged_objective(by_k, fills, targets, FusionParams(method=method, weights=w)), w)
+                for w in starts
+            ),
+            key=lambda pair: pair[0],
+        )
         for _ in range(3):  # passes; stops early once a pass changes nothing
             improved = False
             for channel in channels:

@@ -9,18 +9,40 @@ import onnxruntime as ort
 
 from index import bundle
 from index.ann import ItemIndex
+from index.bundle import ChannelsSpec
 from index.features import N_FEATURES, Session, build_tokens
+from index.fusion import SEEN, UNSEEN
+from index.i2i import I2I_FILE, ItemToItem
 from index.vocab import Vocabulary
 from model_export.export import check_agreement
 from model_export.publish import load_run
+from model_export.train import CHANNELS
 
 
 def test_train_prints_model_and_popularity_and_model_wins(trained: tuple[Path, str]) -> None:
     run, stdout = trained
-    assert "NSP model" in stdout and "popularity (global)" in stdout
+    assert "merged channels (served)" in stdout and "NSP channel alone" in stdout
+    assert "popularity (global)" in stdout
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test"]["hr@100"] > metrics["test_popularity"]["hr@100"]
     assert metrics["test"]["hr@100"] > metrics["test_scene_popularity"]["hr@100"]
+    # The merge was fitted on validation and judged on test for both exclusion policies.
+    for split in ("val_merged", "val_merged_unseen", "test_merged", "test_merged_unseen"):
+        assert 0 < metrics[split]["hr@100"] <= 1
+
+
+def test_train_fits_the_channels_on_validation_and_publish_ships_them(
+    trained: tuple[Path, str], bundle_root: Path
+) -> None:
+    run, _ = trained
+    spec = ChannelsSpec.model_validate_json((run / CHANNELS).read_text())
+    assert set(spec.fusion) == {SEEN, UNSEEN}
+    assert spec.i2i is not None and spec.validation  # the fit's objectives are recorded
+    manifest = bundle.read_manifest(bundle_root / "1")
+    assert manifest.channels == spec
+    assert I2I_FILE in manifest.files
+    table = ItemToItem.load(bundle_root / "1" / I2I_FILE, manifest.item_count)
+    assert table.nnz > 0 and table.indices.max() < manifest.item_count
 
 
 def test_published_bundle_is_complete_and_verified(bundle_root: Path) -> None:
