@@ -5,7 +5,8 @@ cases (never test):
 
 1. the i2i co-occurrence table is built from the training period (``index.i2i``);
 2. the history channel's action weights and half-life, and the i2i channel's recency
-   (recent sessions, decay), are grid-searched for Recall@100 of each channel alone;
+   (recent sessions, decay), are grid-searched for NDCG@100 of each channel alone (its order
+   is what the merge reads);
 3. the merge is fitted per exclusion policy: for each method (weighted RRF, normalised score
    sum) the channel weights are found by coordinate ascent over ``WEIGHT_GRID`` maximising
    the mean of Recall@K over ``KS``, each K judged as a k = K request (lists cut to depth K,
@@ -62,9 +63,11 @@ def build_i2i(dataset: Dataset, params: I2IParams) -> ItemToItem:
     )
 
 
-def recall_of(rows: Sequence[np.ndarray], targets: Sequence[set[int]], k: int) -> float:
+def ndcg_of(rows: Sequence[np.ndarray], targets: Sequence[set[int]], k: int = 100) -> float:
+    """NDCG@k of unpadded lists: a channel's own order matters to the merge, and Recall@100 of a
+    user's own items barely moves with it (most histories hold fewer than 100 items)."""
     ranked = pad_rows(rows, [EMPTY[0]] * len(rows), k)
-    return hit_metrics(ranked, targets, [k])[f"recall@{k}"]
+    return hit_metrics(ranked, targets, [k])[f"ndcg@{k}"]
 
 
 def merged_objective(
@@ -130,7 +133,7 @@ def fit_history(
     for half_life, weights in itertools.product(HALF_LIVES, ACTION_WEIGHTS):
         source.history = HistoryParams(action_weights=weights, half_life_days=half_life)
         rows = [row["history"][0] for row in source.lists(cases, 100, False, only=["history"])]
-        value = recall_of(rows, targets, 100)
+        value = ndcg_of(rows, targets)
         if value > best_value:
             best, best_value = source.history, value
     source.history = best
@@ -141,16 +144,11 @@ def fit_i2i(cases: Sequence[EvalCase], targets: Sequence[set[int]], source: Offl
     best, best_value = source.i2i, -1.0
     for recent, decay in I2I_RECENCY:
         source.i2i = source.i2i.model_copy(update={"recent_sessions": recent, "decay": decay})
-        value = float(
-            np.mean(
-                [
-                    recall_of(
-                        [row["i2i"][0] for row in source.lists(cases, 100, seen, only=["i2i"])], targets, 100
-                    )
-                    for seen in (False, True)
-                ]
-            )
-        )
+        values = [
+            ndcg_of([row["i2i"][0] for row in source.lists(cases, 100, seen, only=["i2i"])], targets)
+            for seen in (False, True)
+        ]
+        value = float(np.mean(values))
         if value > best_value:
             best, best_value = source.i2i, value
     source.i2i = best
@@ -172,6 +170,7 @@ def fit_channels(
     user_vectors: Callable[[Sequence[EvalCase]], np.ndarray] | None,
     items: np.ndarray | None,
     neighbours: int = DEFAULT_NEIGHBOURS,
+    ks: Sequence[int] = KS,
 ) -> tuple[ChannelsSpec, ItemToItem, OfflineChannels]:
     """Fit on ``dataset.val``; returns the spec for the manifest, the i2i table and the channels."""
     i2i = I2IParams(neighbours=neighbours)
@@ -188,7 +187,7 @@ def fit_channels(
     fusion: dict[str, FusionParams] = {}
     validation: dict[str, float] = {}
     for exclude_seen, key in ((False, SEEN), (True, UNSEEN)):
-        by_k, fills = deep_lists(source, cases, exclude_seen)
+        by_k, fills = deep_lists(source, cases, exclude_seen, ks)
         fusion[key], by_method = fit_fusion(by_k, fills, targets, source.names)
         validation.update({f"{key}.{method}": value for method, value in by_method.items()})
     spec = ChannelsSpec(history=source.history, i2i=source.i2i, fusion=fusion, validation=validation)
