@@ -63,10 +63,10 @@ def fuse(lists: Mapping[str, Candidates], params: FusionParams, k: int) -> Candi
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
     labels, inverse = np.unique(np.concatenate(parts), return_inverse=True)
     total = np.bincount(inverse, weights=np.concatenate(shares), minlength=len(labels))
-    if len(labels) > k:
-        part = np.argpartition(-total, k - 1)[:k]
-        labels, total = labels[part], total[part]
-    order = np.lexsort((labels, -total))
+    if len(labels) > k:  # keep every label tied with the k-th, so the sort breaks ties by label
+        keep = total >= -np.partition(-total, k - 1)[k - 1]
+        labels, total = labels[keep], total[keep]
+    order = np.lexsort((labels, -total))[:k]
     return labels[order], total[order].astype(np.float32)
 
 

@@ -72,8 +72,8 @@ def top_scored(
     if len(excluded):
         keep &= ~np.isin(unique, excluded, assume_unique=True)
     unique, total = unique[keep], total[keep]
-    if len(unique) > depth:
-        part = np.argpartition(-total, depth - 1)[:depth]
-        unique, total = unique[part], total[part]
-    order = np.lexsort((unique, -total))
+    if len(unique) > depth:  # keep every label tied with the depth-th, so ties break by label
+        keep_top = total >= -np.partition(-total, depth - 1)[depth - 1]
+        unique, total = unique[keep_top], total[keep_top]
+    order = np.lexsort((unique, -total))[:depth]
     return unique[order], total[order].astype(np.float32)

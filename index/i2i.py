@@ -74,17 +74,20 @@ class ItemToItem:
         with np.load(path, allow_pickle=False) as data:
             if int(data["format"]) != I2I_FORMAT:
                 raise ValueError(f"i2i format {int(data['format'])}, this build reads {I2I_FORMAT}")
-            indptr = data["indptr"].astype(np.int64, copy=False)
-            indices = data["indices"].astype(np.int32, copy=False)
-            weights = data["weights"].astype(np.float32, copy=False)
+            indptr, indices, weights = data["indptr"], data["indices"], data["weights"]
+        if not (np.issubdtype(indptr.dtype, np.integer) and np.issubdtype(indices.dtype, np.integer)):
+            raise ValueError("i2i row pointers and neighbour labels must be integers")
+        if len(indices) and (indices.min() < 0 or indices.max() >= n_items):  # before narrowing
+            raise ValueError("i2i neighbour labels out of the catalog's range")
+        indptr = indptr.astype(np.int64, copy=False)
+        indices = indices.astype(np.int32, copy=False)
+        weights = weights.astype(np.float32, copy=False)
         if len(indptr) != n_items + 1:
             raise ValueError(f"i2i table has {len(indptr) - 1} rows, the catalog {n_items} items")
         if indptr[0] != 0 or indptr[-1] != len(indices) or np.any(np.diff(indptr) < 0):
             raise ValueError("i2i row pointers are not a valid CSR index")
         if len(weights) != len(indices):
             raise ValueError(f"i2i has {len(indices)} neighbours but {len(weights)} weights")
-        if len(indices) and (indices.min() < 0 or indices.max() >= n_items):
-            raise ValueError("i2i neighbour labels out of the catalog's range")
         if not np.all(np.isfinite(weights)):
             raise ValueError("i2i weights are not all finite")
         return cls(indptr, indices, weights)

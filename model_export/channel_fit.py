@@ -30,7 +30,7 @@ import numpy as np
 
 from index.bundle import ChannelsSpec
 from index.features import CLICK
-from index.fusion import SEEN, UNSEEN, FusionParams
+from index.fusion import SEEN, UNSEEN, FusionMethod, FusionParams
 from index.history import HistoryParams
 from index.i2i import I2IParams, ItemToItem
 from model_export.channels import EMPTY, CaseLists, ChannelRanker, OfflineChannels, cut, merged_rows, pad_rows
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 KS = (20, 100, 500)
 WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
-METHODS = ("rrf", "score")
+METHODS: tuple[FusionMethod, ...] = ("rrf", "score")
 HALF_LIVES = (1.0, 3.0, 7.0, 14.0, 30.0, 90.0)
 ACTION_WEIGHTS = (
     (0.0, 0.1, 1.0, 2.0, 4.0),  # depth matters a lot

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from service.metrics import CacheMiss, Metrics, RecomputeOutcome
-from service.recall import RecallPipeline, RecallQuery
+from service.recall import ChannelsIncomplete, RecallPipeline, RecallQuery
 from service.runtime import Bundle
 from service.schemas import ChannelHit, RecalledItem, RecallResponse
 from service.settings import Settings
@@ -227,6 +227,9 @@ class Nearline:
             items = await self._pipeline.top_k(bundle, user_id, config.scene, config.k, now)
         except StoreUnavailable as exc:
             log.warning("nearline recompute skipped, session store unavailable: %s", exc)
+            return "failed"
+        except ChannelsIncomplete as exc:
+            log.warning("nearline recompute not cached: %s", exc)
             return "failed"
         if items is None:
             return "no_history"

@@ -36,7 +36,7 @@ from service.channels.history import HistoryChannel
 from service.channels.i2i import I2IChannel
 from service.channels.nsp import NspChannel
 from service.channels.popular import PopularChannel
-from service.metrics import Metrics
+from service.metrics import FallbackReason, Metrics
 from service.runtime import Bundle
 from service.schemas import (
     ChannelHit,
@@ -52,6 +52,10 @@ log = logging.getLogger(__name__)
 
 # What a bundle from before the merge (no channels in its manifest) serves: today's model alone.
 LEGACY_CHANNELS: tuple[ChannelName, ...] = ("nsp",)
+
+
+class ChannelsIncomplete(Exception):
+    """A merged list could only be computed without some channel."""
 
 
 def standard_channels(
@@ -146,8 +150,8 @@ class RecallPipeline:
     ) -> list[RecalledItem] | None:
         """What ``recall`` answers for ``{user_id, scene, k, exclude_seen: true}`` at time ``now``
         (the query context's time), or None when the user has no history (``recall`` would
-        answer the fallback) or every channel failed. For the nearline recompute. Raises
-        ``StoreUnavailable``.
+        answer the fallback). For the nearline recompute. Raises ``StoreUnavailable``, and
+        ``ChannelsIncomplete`` when a channel failed (a degraded list is not worth caching).
         """
         with self._metrics.stage("session_fetch"):
             events = await self._history(user_id)
@@ -155,7 +159,9 @@ class RecallPipeline:
             return None
         query = RecallQuery(user_id=user_id, k=k, scene=scene, exclude_seen=True)
         items, missing = await self._merged(bundle, query, group_sessions(events), int(now))
-        return None if missing else items
+        if missing or items is None:
+            raise ChannelsIncomplete(f"channels failed: {', '.join(missing)}")
+        return items
 
     async def sessions(self, user_id: str, limit: int) -> list[SessionOut]:
         """The user's ``limit`` most recent sessions, newest first. Raises ``StoreUnavailable``."""
@@ -178,7 +184,7 @@ class RecallPipeline:
         outcomes = await asyncio.gather(*(self._run(channel, context, bundle) for channel in chosen))
         lists = {c.name: out for c, out in zip(chosen, outcomes, strict=True) if out is not None}
         missing = [c.name for c, out in zip(chosen, outcomes, strict=True) if out is None]
-        if not lists:
+        if not lists and missing:  # every chosen channel failed (none chosen: the padding answers)
             return None, missing
         with self._metrics.stage("merge"):
             labels, scores = fuse(lists, _fusion(bundle, query.exclude_seen), query.k)
@@ -192,6 +198,9 @@ class RecallPipeline:
             if len(items) < query.k:  # the channels ran dry: pad from popularity, as the fallback does
                 taken = set(context.excluded_set) | set(labels.tolist())
                 excluded_ids = {str(bundle.vocab.item_ids[label]) for label in taken}
+                excluded_ids.update(query.exclude_item_ids)  # ids outside the catalog too
+                if query.exclude_seen:
+                    excluded_ids.update(item for s in sessions for item, _ in s.items)
                 for item in _popular_ids(bundle, query.scene, query.k - len(items), excluded_ids):
                     items.append(RecalledItem(item_id=item, score=0.0))
             for channel in lists:
@@ -239,9 +248,9 @@ class RecallPipeline:
         seen: Iterable[str] = (),
     ) -> RecallResponse:
         with self._metrics.stage("postprocess"):
-            reason = (
-                "no_history" if not degraded else "store_unavailable" if not missing else "channels_failed"
-            )
+            reason: FallbackReason = "no_history"
+            if degraded:
+                reason = "channels_failed" if missing else "store_unavailable"
             self._metrics.fallbacks.labels(reason=reason).inc()
             chosen = _popular_ids(bundle, query.scene, query.k, {*query.exclude_item_ids, *seen})
             items = [

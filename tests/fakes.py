@@ -4,6 +4,9 @@
 (the mean of the history items' vectors, so a user's own items rank high) over a real hnswlib
 index and a real ``Vocabulary``. ``write_real_bundle`` publishes a complete, valid bundle
 directory with a tiny hand-built ONNX encoder, for tests of the real loading path.
+
+Both serve the nsp channel alone (a bundle from before the multi-channel merge) unless given
+``channels`` (the manifest's ``ChannelsSpec``) and, for the i2i channel, an ``i2i`` table.
 """
 
 from __future__ import annotations
@@ -26,13 +29,14 @@ from index.bundle import (
     MANIFEST,
     POPULARITY_FILE,
     PROBE_FILE,
+    ChannelsSpec,
     HnswParams,
     Manifest,
     commit,
     staging,
 )
 from index.features import COL, ITEM, N_FEATURES, Event, build_tokens, group_sessions, stack_left_padded
-from index.i2i import ItemToItem
+from index.i2i import I2I_FILE, ItemToItem
 from index.vocab import ITEM_OFFSET, Vocabulary
 from service.app import create_app
 from service.metrics import Metrics
@@ -86,7 +90,11 @@ class FakeBundle:
         dim: int = 8,
         seed: int = 0,
         popularity: Mapping[str, list[str]] | None = None,
+        channels: ChannelsSpec | None = None,
+        i2i: ItemToItem | None = None,
     ) -> None:
+        """``channels`` None: a legacy bundle (nsp alone). ``i2i`` is served as given, unchecked
+        (``LoadedBundle`` would validate it), so a test can hand the channel a broken table."""
         rng = np.random.default_rng(seed)
         self._vocab = make_vocab(n_items)
         self.item_vectors = unit_rows(rng, n_items, dim)
@@ -99,8 +107,10 @@ class FakeBundle:
                 "version": version,
                 "created_at": "2024-01-01T00:00:00+00:00",
                 "files": {},
+                "channels": channels.model_dump() if channels is not None else None,
             }
         )
+        self._i2i = i2i
         self.encode_calls = 0
         self.search_ks: list[int] = []
 
@@ -118,7 +128,7 @@ class FakeBundle:
 
     @property
     def i2i(self) -> ItemToItem | None:
-        return None
+        return self._i2i
 
     def encode(self, tokens: np.ndarray) -> np.ndarray:
         self.encode_calls += 1
@@ -237,11 +247,15 @@ def write_real_bundle(
     index_items: int | None = None,
     manifest_overrides: Mapping[str, object] | None = None,
     popularity: Mapping[str, object] | None = None,
+    channels: ChannelsSpec | None = None,
+    i2i: ItemToItem | None = None,
 ) -> Path:
     """Publish a complete bundle under ``root``; returns its directory.
 
     ``probe_error`` perturbs the recorded probe vectors (the encoder then fails the probe);
-    ``index_items`` builds the index over fewer items than the vocabulary has.
+    ``index_items`` builds the index over fewer items than the vocabulary has. ``channels`` goes
+    into the manifest and ``i2i`` is written as ``i2i.npz`` (each independently, so a test can
+    publish a manifest that configures the i2i channel without the file).
     """
     rng = np.random.default_rng(seed)
     vocab = make_vocab(n_items)
@@ -263,7 +277,12 @@ def write_real_bundle(
         (stage / POPULARITY_FILE).write_text(json.dumps(popular))
         with (stage / PROBE_FILE).open("wb") as f:
             np.savez(f, tokens=tokens, user_vec=expected)
-        fields = {**manifest_fields(n_items, dim), **(manifest_overrides or {})}
+        if i2i is not None:
+            i2i.save(stage / I2I_FILE)
+        fields = manifest_fields(n_items, dim)
+        if channels is not None:
+            fields["channels"] = channels.model_dump()
+        fields.update(manifest_overrides or {})
         return commit(root, stage, fields, version=version)
 
 

@@ -3,7 +3,8 @@
 under recall load.
 
 Every fault is published the way a real publish lands, complete and in one rename, as the
-newest version. Each must be refused with one log line naming the version, the file and the
+newest version (the i2i faults add the channels to a legacy bundle's manifest, as a publish of
+a multi-channel bundle would). Each must be refused with one log line naming the version, the file and the
 reason, counted in ``nsp_bundle_load_failures_total``, and the served bundle must stay. A
 killed publisher's staging directory must be invisible to the service and removed by the next
 publish only once its publisher is gone.
@@ -42,11 +43,13 @@ from index.bundle import (
     PROBE_FILE,
     STAGING_PREFIX,
     BundleError,
+    ChannelsSpec,
     HnswParams,
     commit,
     read_manifest,
     staging,
 )
+from index.i2i import I2I_FILE, I2IParams, ItemToItem
 from index.vocab import ITEMS_FILE, VOCAB_FILE
 from service.registry import BundleRegistry
 from service.runtime import LoadedBundle
@@ -89,6 +92,46 @@ def _probe_of_other_users(stage: Path) -> None:
         np.savez(f, tokens=tokens, user_vec=user_vec[::-1].copy())
 
 
+def i2i_table(n_items: int = N_ITEMS) -> ItemToItem:
+    """A valid table: every item's neighbours are the next two labels."""
+    rows = np.arange(n_items)
+    indices = np.stack([(rows + 1) % n_items, (rows + 2) % n_items], axis=1).reshape(-1).astype(np.int32)
+    weights = np.tile(np.asarray([1.0, 0.5], dtype=np.float32), n_items)
+    return ItemToItem(np.arange(0, 2 * n_items + 1, 2, dtype=np.int64), indices, weights)
+
+
+WITH_I2I: dict[str, object] = {
+    "channels": ChannelsSpec(i2i=I2IParams()).model_dump()
+}  # the manifest of a bundle with i2i
+
+
+def _i2i(table: ItemToItem) -> Callable[[Path], None]:
+    def stage(directory: Path) -> None:
+        table.save(directory / I2I_FILE)
+
+    return stage
+
+
+def _then(*steps: Callable[[Path], None]) -> Callable[[Path], None]:
+    def run(directory: Path) -> None:
+        for step in steps:
+            step(directory)
+
+    return run
+
+
+def _flip_middle_byte_of_i2i(directory: Path) -> None:
+    data = bytearray((directory / I2I_FILE).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (directory / I2I_FILE).write_bytes(bytes(data))
+
+
+def _non_finite_i2i(directory: Path) -> None:
+    table = i2i_table()
+    table.weights[7] = np.nan
+    table.save(directory / I2I_FILE)
+
+
 @dataclasses.dataclass(frozen=True)
 class Fault:
     name: str
@@ -126,6 +169,44 @@ FAULTS = [
         r"encoder\.onnx does not reproduce the probe in probe\.npz",
         staged=_probe_of_other_users,
     ),
+    # The i2i table: the checksum catches a file damaged after publishing; a file that was
+    # already damaged when its checksum was taken (a bad export) must be caught by its reader.
+    Fault(
+        "corrupt i2i",
+        r"checksum mismatch for i2i\.npz",
+        staged=_i2i(i2i_table()),
+        damage=_flip_middle_byte_of_i2i,
+        manifest=WITH_I2I,
+    ),
+    Fault(
+        "truncated i2i, checksum of the truncated file",
+        r"unreadable i2i\.npz: File is not a zip file",
+        staged=_then(_i2i(i2i_table()), _truncate(I2I_FILE)),
+        manifest=WITH_I2I,
+    ),
+    Fault(
+        "corrupt i2i, checksum of the corrupt file",
+        r"unreadable i2i\.npz: Bad CRC-32",
+        staged=_then(_i2i(i2i_table()), _flip_middle_byte_of_i2i),
+        manifest=WITH_I2I,
+    ),
+    Fault(
+        "i2i of another catalog",
+        rf"unreadable i2i\.npz: i2i table has {N_ITEMS - 1} rows, the catalog {N_ITEMS} items",
+        staged=_i2i(i2i_table(N_ITEMS - 1)),
+        manifest=WITH_I2I,
+    ),
+    Fault(
+        "i2i weights not finite",
+        r"unreadable i2i\.npz: i2i weights are not all finite",
+        staged=_non_finite_i2i,
+        manifest=WITH_I2I,
+    ),
+    Fault(
+        "i2i configured without the file",
+        r"manifest configures the i2i channel but does not list i2i\.npz",
+        manifest=WITH_I2I,
+    ),
 ]
 
 
@@ -156,6 +237,14 @@ def failures(registry: BundleRegistry) -> float | None:
 @pytest.fixture(scope="module")
 def good(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_real_bundle(tmp_path_factory.mktemp("good"), 1, n_items=N_ITEMS, dim=DIM)
+
+
+@pytest.fixture(scope="module")
+def good_with_i2i(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A valid multi-channel bundle: the channels in its manifest and a valid ``i2i.npz``."""
+    spec = ChannelsSpec(i2i=I2IParams())
+    root = tmp_path_factory.mktemp("good-i2i")
+    return write_real_bundle(root, 1, n_items=N_ITEMS, dim=DIM, channels=spec, i2i=i2i_table())
 
 
 pytestmark = pytest.mark.anyio
@@ -207,6 +296,20 @@ def test_checksums_are_verified_before_any_reader_opens_a_file(
     faulty = publish_faulty(good, tmp_path / "bundles", 2, Fault("t", "", damage=_truncate(name)))
     with pytest.raises(BundleError, match=f"checksum mismatch for {re.escape(name)}"):
         LoadedBundle.load(faulty)
+    assert opened == []
+
+
+def test_a_valid_i2i_table_loads_and_a_damaged_one_is_refused_before_numpy_reads_it(
+    good: Path, good_with_i2i: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded = LoadedBundle.load(good_with_i2i)
+    assert loaded.i2i is not None and loaded.i2i.n_items == N_ITEMS and loaded.i2i.nnz == 2 * N_ITEMS
+    assert LoadedBundle.load(good).i2i is None  # a legacy bundle has no table and needs none
+    opened: list[str] = []
+    monkeypatch.setattr("service.runtime.ItemToItem.load", lambda *a, **k: opened.append("i2i"))
+    fault = Fault("t", "", staged=_i2i(i2i_table()), damage=_truncate(I2I_FILE), manifest=WITH_I2I)
+    with pytest.raises(BundleError, match=r"checksum mismatch for i2i\.npz"):
+        LoadedBundle.load(publish_faulty(good, tmp_path / "bundles", 2, fault))
     assert opened == []
 
 
@@ -335,10 +438,12 @@ USERS = [f"fault-user-{n}" for n in range(8)]
 
 
 def test_serve_under_load_refuses_every_faulty_publish_and_fails_no_request(
-    good: Path, tmp_path: Path, redis_url: str
+    good: Path, good_with_i2i: Path, tmp_path: Path, redis_url: str
 ) -> None:
+    """Bundle 1 serves every channel, i2i included, while the faults (corrupt i2i files among
+    them) are published over it."""
     root, log_path = tmp_path / "bundles", tmp_path / "serve.log"
-    shutil.copytree(good, root / "1")
+    shutil.copytree(good_with_i2i, root / "1")
     env = {"NSP_WATCH_INTERVAL_S": "0.2", "NSP_INSTANCE_NAME": "e2e-faults"}
     with serve_process(root, redis_url, env=env, log_path=log_path, client_timeout=30) as client:
         for user in USERS:
@@ -381,5 +486,11 @@ def test_serve_under_load_refuses_every_faulty_publish_and_fails_no_request(
         assert mine, fault.name
         assert all(re.search(f"keeping bundle 1: .*{fault.reason}", line) for line in mine), mine
     assert "Traceback" not in log
-    counts = f"{len(refusals)} refusals logged, {counted:.0f} counted"
-    print(f"\n{len(answers)} recalls, {len(failed)} failed; {counts}")
+    # The i2i channel served throughout: a refused i2i file never reached the running bundle.
+    from_i2i = sum(
+        1 for a in answers if isinstance(a.body, dict) for e in a.body["items"] if "i2i" in e["channels"]
+    )
+    assert from_i2i > 0
+    degraded = sum(1 for a in answers if isinstance(a.body, dict) and a.body["degraded"])
+    counts = f"{len(refusals)} refusals logged, {counted:.0f} counted, {from_i2i} items from i2i"
+    print(f"\n{len(answers)} recalls, {len(failed)} failed, {degraded} degraded; {counts}")
