@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 POPULARITY = "popularity.json"
 METRICS = "metrics.json"
+UNSEEN_SUFFIX = "_unseen"  # metrics.json: the same evaluation with seen items excluded
 CHANNELS = "channels.json"  # the fitted index.bundle.ChannelsSpec; beside it index.i2i.I2I_FILE
 SELECT_METRIC = "hr@100"
 EVAL_KS = (20, 100)
@@ -337,6 +338,9 @@ def train(
         # The same harness and split for the baselines a user would otherwise pick.
         for name, ranker in fit_baselines(dataset.train, vocab).items():
             results[BASELINE_KEYS[name]] = evaluate(ranker, dataset.test, vocab, EVAL_KS)
+            results[BASELINE_KEYS[name] + UNSEEN_SUFFIX] = evaluate(
+                ranker, dataset.test, vocab, EVAL_KS, exclude_seen=True
+            )
     torch.save(
         {
             "model_config": model.config.to_dict(),
@@ -378,7 +382,7 @@ def fit_and_write_channels(
     merged = channel_rankers(source, spec)["merged"]
     results: dict[str, dict[str, float]] = {}
     for split, cases in (("val", fit_on.val), ("test", dataset.test)):
-        for suffix, exclude_seen in (("", False), ("_unseen", True)):
+        for suffix, exclude_seen in (("", False), (UNSEEN_SUFFIX, True)):
             if cases:
                 metrics = evaluate(merged, cases, vocab, EVAL_KS, exclude_seen, per_k=True)
                 results[f"{split}_merged{suffix}"] = metrics

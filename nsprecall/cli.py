@@ -53,26 +53,28 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def print_quality(summary: dict[str, Any]) -> None:
-    """The test-period table: the served merge, the NSP channel alone and every baseline."""
-    from model_export.train import BASELINE_KEYS
+    """The test-period tables, seen items kept and excluded: the served merge, the NSP channel
+    alone (kept only) and every baseline."""
+    from model_export.train import BASELINE_KEYS, UNSEEN_SUFFIX
 
-    rows = [("merged channels (served)", summary["test_merged"])] if "test_merged" in summary else []
-    rows.append(("NSP channel alone", summary["test"]))
-    baselines = [(name, summary[key]) for name, key in BASELINE_KEYS.items() if key in summary]
-    rows += baselines
-    names = list(summary["test"])
-    print("\nHeld-out next sessions (test period, full catalog, seen items kept):")
-    print(f"{'':26}" + "".join(f"{n:>12}" for n in names))
-    for label, metrics in rows:
-        print(f"{label:26}" + "".join(f"{metrics.get(n, float('nan')):12.4f}" for n in names))
-    if not baselines:
-        return
-    best_name, best = max(baselines, key=lambda row: row[1]["hr@100"])
-    if best["hr@100"] > 0:
-        ratios = ", ".join(
-            f"{label} {m['hr@100'] / best['hr@100']:.2f}x" for label, m in rows[: len(rows) - len(baselines)]
-        )
-        print(f"HR@100 against the best baseline ({best_name}): {ratios}")
+    for suffix, title in (("", "seen items kept"), (UNSEEN_SUFFIX, "seen items excluded")):
+        ours = [("merged channels (served)", summary.get(f"test_merged{suffix}"))]
+        ours += [("NSP channel alone", summary["test"])] if not suffix else []
+        baselines = [(name, summary.get(key + suffix)) for name, key in BASELINE_KEYS.items()]
+        rows = [(label, m) for label, m in ours + baselines if m is not None]
+        print(f"\nHeld-out next sessions (test period, full catalog, {title}):")
+        names = list(summary["test"])
+        print(f"{'':26}" + "".join(f"{n:>12}" for n in names))
+        for label, metrics in rows:
+            print(f"{label:26}" + "".join(f"{metrics.get(n, float('nan')):12.4f}" for n in names))
+        judged = [(label, m) for label, m in baselines if m is not None]
+        if not judged:
+            continue
+        best_name, best = max(judged, key=lambda row: row[1]["hr@100"])
+        if best["hr@100"] > 0:
+            mine = [(label, m) for label, m in ours if m is not None]
+            ratios = ", ".join(f"{label} {m['hr@100'] / best['hr@100']:.2f}x" for label, m in mine)
+            print(f"HR@100 against the best baseline ({best_name}): {ratios}")
 
 
 def _gate(args: argparse.Namespace) -> Any:
