@@ -445,18 +445,23 @@ def _channel_report(entry: dict[str, Any]) -> list[str]:
             cells += [_mean_std([x[f"recall@{k}"] for x in loo]) for k in KS]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
+    objectives = sorted({m.split(".", 1)[1] for r in runs for m in r["spec"]["validation"]})
     lines += ["#### The fitted merge (validation objective: mean Recall@20/100/500)", ""]
     lines += [
-        "| seed | policy | served method | weights | objective rrf | objective score |",
-        "|---|---|---|---|---|---|",
+        "| seed | policy | served | weights | " + " | ".join(f"objective {o}" for o in objectives) + " |",
+        "|---|---|---|---|" + "---|" * len(objectives),
     ]
     for seed, r in entry["runs"]["NSP"].items():
         spec = r["channels"]["spec"]
         for policy, fusion in spec["fusion"].items():
             weights = ", ".join(f"{n} {w:g}" for n, w in fusion["weights"].items())
-            rrf = spec["validation"].get(f"{policy}.rrf", float("nan"))
-            score = spec["validation"].get(f"{policy}.score", float("nan"))
-            lines.append(f"| {seed} | {policy} | {fusion['method']} | {weights} | {rrf:.4f} | {score:.4f} |")
+            served = fusion["method"] + (f" k={fusion['rrf_k']}" if fusion["method"] == "rrf" else "")
+            values = [spec["validation"].get(f"{policy}.{o}", float("nan")) for o in objectives]
+            lines.append(
+                f"| {seed} | {policy} | {served} | {weights} | "
+                + " | ".join(f"{v:.4f}" for v in values)
+                + " |"
+            )
     lines.append("")
     hist = [r["channels"]["spec"]["history"] for r in entry["runs"]["NSP"].values()]
     lines += [

@@ -7,12 +7,12 @@ cases (never test):
 2. the history channel's action weights and half-life, and the i2i channel's recency
    (recent sessions, decay), are grid-searched for NDCG@100 of each channel alone (its order
    is what the merge reads);
-3. the merge is fitted per exclusion policy: for each method (weighted RRF, normalised score
-   sum) the channel weights are found by coordinate ascent over ``WEIGHT_GRID`` maximising
-   the mean of Recall@K over ``KS``, each K judged as a k = K request (lists cut to depth K,
-   padded from popularity as the service pads), starting from the best of equal weights and
-   each channel alone; the method with the better objective is served. Everything measured
-   goes into ``ChannelsSpec.validation``.
+3. the merge is fitted per exclusion policy: for each method (weighted RRF with each constant
+   of ``RRF_KS``, normalised score sum) the channel weights are found by coordinate ascent
+   over ``WEIGHT_GRID`` maximising the mean of Recall@K over ``KS``, each K judged as a k = K
+   request (lists cut to depth K, padded from popularity as the service pads), starting from
+   the best of equal weights and each channel alone; the variant with the better objective is
+   served. Everything measured goes into ``ChannelsSpec.validation``.
 
 ``judge`` reports each channel alone, the merge, the oracle union of the channels' lists
 (the ceiling a merge of depth-K lists can reach), each channel's unique hits and the merge's
@@ -30,7 +30,7 @@ import numpy as np
 
 from index.bundle import ChannelsSpec
 from index.features import CLICK
-from index.fusion import SEEN, UNSEEN, FusionMethod, FusionParams
+from index.fusion import RRF_K, SEEN, UNSEEN, FusionMethod, FusionParams
 from index.history import HistoryParams
 from index.i2i import I2IParams, ItemToItem
 from model_export.channels import EMPTY, CaseLists, ChannelRanker, OfflineChannels, cut, merged_rows, pad_rows
@@ -42,7 +42,9 @@ log = logging.getLogger(__name__)
 
 KS = (20, 100, 500)
 WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
-METHODS: tuple[FusionMethod, ...] = ("rrf", "score")
+# RRF constants tried: 60 is the Elasticsearch/OpenSearch/Vespa/Milvus convention; smaller
+# ones reward the top of each list more (close to interleaving), which suits short lists.
+RRF_KS = (2, 10, 60)
 HALF_LIVES = (1.0, 3.0, 7.0, 14.0, 30.0, 90.0)
 ACTION_WEIGHTS = (
     (0.0, 0.1, 1.0, 2.0, 4.0),  # depth matters a lot
@@ -90,21 +92,21 @@ def fit_fusion(
     targets: Sequence[set[int]],
     channels: Sequence[str],
 ) -> tuple[FusionParams, dict[str, float]]:
-    """The best (method, weights) by coordinate ascent, and each method's objective."""
+    """The best (method, rrf_k, weights) by coordinate ascent, and each method's objective."""
     scores: dict[str, float] = {}
     best_params, best_value = FusionParams(), -1.0
-    for method in METHODS:
+    variants: list[tuple[FusionMethod, int]] = [("rrf", c) for c in RRF_KS] + [("score", RRF_K)]
+    for method, rrf_k in variants:
+        base = FusionParams(method=method, rrf_k=rrf_k)
+
+        def objective(weights: dict[str, float], base: FusionParams = base) -> float:
+            return merged_objective(by_k, fills, targets, base.model_copy(update={"weights": weights}))
+
         # Start from the better of equal weights and each channel alone, so the merge fitted on
         # validation is never below the best single channel there.
         starts = [dict.fromkeys(channels, 1.0)]
         starts += [{c: float(c == alone) for c in channels} for alone in channels]
-        value, weights = max(
-            (
-                (merged_objective(by_k, fills, targets, FusionParams(method=method, weights=w)), w)
-                for w in starts
-            ),
-            key=lambda pair: pair[0],
-        )
+        value, weights = max(((objective(w), w) for w in starts), key=lambda pair: pair[0])
         for _ in range(3):  # passes; stops early once a pass changes nothing
             improved = False
             for channel in channels:
@@ -112,17 +114,16 @@ def fit_fusion(
                     trial = {**weights, channel: weight}
                     if weight == weights[channel] or not any(trial.values()):
                         continue
-                    candidate = merged_objective(
-                        by_k, fills, targets, FusionParams(method=method, weights=trial)
-                    )
+                    candidate = objective(trial)
                     if candidate > value + 1e-9:
                         value, weights, improved = candidate, trial, True
             if not improved:
                 break
-        scores[method] = value
-        log.info("fusion %s: objective %.4f with %s", method, value, weights)
+        label = method if method == "score" else f"rrf{rrf_k}"
+        scores[label] = value
+        log.info("fusion %s: objective %.4f with %s", label, value, weights)
         if value > best_value:
-            best_value, best_params = value, FusionParams(method=method, weights=weights)
+            best_value, best_params = value, base.model_copy(update={"weights": weights})
     return best_params, scores
 
 
