@@ -20,7 +20,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -134,7 +134,7 @@ class RecallPipeline:
         sessions = group_sessions(events)
         items, missing = await self._merged(bundle, query, sessions, now)
         if items is None:
-            seen = [item for s in sessions for item, _ in s.items] if query.exclude_seen else []
+            seen = list(_seen_ids(sessions)) if query.exclude_seen else []
             return self._fallback(bundle, query, degraded=True, missing=missing, seen=seen)
         return RecallResponse(
             user_id=query.user_id,
@@ -200,7 +200,7 @@ class RecallPipeline:
                 excluded_ids = {str(bundle.vocab.item_ids[label]) for label in taken}
                 excluded_ids.update(query.exclude_item_ids)  # ids outside the catalog too
                 if query.exclude_seen:
-                    excluded_ids.update(item for s in sessions for item, _ in s.items)
+                    excluded_ids.update(_seen_ids(sessions))
                 for item in _popular_ids(bundle, query.scene, query.k - len(items), excluded_ids):
                     items.append(RecalledItem(item_id=item, score=0.0))
             for channel in lists:
@@ -274,7 +274,7 @@ class RecallPipeline:
 def _context(bundle: Bundle, query: RecallQuery, sessions: list[Session], now: int) -> RequestContext:
     excluded_ids: Iterable[str] = query.exclude_item_ids
     if query.exclude_seen:
-        excluded_ids = itertools.chain(excluded_ids, (item for s in sessions for item, _ in s.items))
+        excluded_ids = itertools.chain(excluded_ids, _seen_ids(sessions))
     lookup = bundle.vocab.item_index
     labels = frozenset(label for item in excluded_ids if (label := lookup(item)) is not None)
     return RequestContext(
@@ -288,6 +288,11 @@ def _context(bundle: Bundle, query: RecallQuery, sessions: list[Session], now: i
         excluded_set=labels,
         query=query.query,
     )
+
+
+def _seen_ids(sessions: Iterable[Session]) -> Iterator[str]:
+    """Every item id of the sessions (what ``exclude_seen`` drops)."""
+    return (item for session in sessions for item, _ in session.items)
 
 
 def _fusion(bundle: Bundle, exclude_seen: bool) -> FusionParams:
