@@ -9,7 +9,8 @@ Every NSP run also fits the channels and the merge on validation (as ``nsprecall
 does) and is judged on test: each channel alone, the merge, the oracle union of the channels,
 unique hits and leave-one-out (``model_export.channel_fit.judge``). ``--ablation-seeds`` with no
 value keeps the ablation rows of the previous report (labelled with its date) instead of
-re-running them.
+re-running them; ``--refit-channels`` fits the channels and merge again on cached NSP runs
+without retraining their encoders (after a change to the fit).
 
 Everything is judged on the test period after a time-based split, ranking the full catalog;
 models are selected (epoch) on validation only. Each finished run is cached as JSON under
@@ -45,7 +46,13 @@ from model_export.data import Dataset, load_dataset  # noqa: E402
 from model_export.evaluate import item_matrix, model_ranker, user_matrix  # noqa: E402
 from model_export.publish import load_run  # noqa: E402
 from model_export.ranking import evaluate  # noqa: E402
-from model_export.train import CHANNELS, TrainConfig, model_ranker_for, train  # noqa: E402
+from model_export.train import (  # noqa: E402
+    CHANNELS,
+    TrainConfig,
+    fit_and_write_channels,
+    model_ranker_for,
+    train,
+)
 
 log = logging.getLogger("bench.quality")
 
@@ -168,10 +175,19 @@ def judge_channels(dataset: Dataset, config: TrainConfig, run_dir: Path) -> dict
         return user_matrix(model, cases, vocab, config.max_sessions, config.max_items)
 
     assert spec.i2i is not None
+    items = item_matrix(model, vocab)
     source = OfflineChannels(
-        vocab, dataset.popularity, spec.history, table, spec.i2i, user_vectors, item_matrix(model, vocab)
+        vocab, dataset.popularity, spec.history, table, spec.i2i, user_vectors, items, spec.min_depth
     )
     return {"spec": spec.model_dump(), "test": judge(source, spec, dataset.test, KS)}
+
+
+def refit_channels(dataset: Dataset, config: TrainConfig, run_dir: Path) -> dict[str, Any]:
+    """The channels and merge fitted again for a trained run (after a change to the fit), then
+    judged: what ``train`` would have written, without training the encoder again."""
+    model, _, _ = load_run(run_dir)
+    fit_and_write_channels(model, dataset, dataset, config, run_dir)
+    return judge_channels(dataset, config, run_dir)
 
 
 def judge_neighbours(dataset: Dataset) -> dict[str, Any]:
@@ -254,10 +270,13 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                 config = TrainConfig(seed=seed, epochs=epochs, **overrides)
                 log.info("%s / %s / seed %d", name, label, seed)
                 run_dir = WORK / "runs" / name / f"{slug}-seed{seed}"
+                cache = WORK / name / f"{slug}-seed{seed}.json"
                 result = _cached(
-                    WORK / name / f"{slug}-seed{seed}.json",
-                    lambda c=config, r=run_dir, h=hnsw, d=dataset: train_and_judge(d, c, r, h),
+                    cache, lambda c=config, r=run_dir, h=hnsw, d=dataset: train_and_judge(d, c, r, h)
                 )
+                if args.refit_channels and "channels" in result and (run_dir / CHANNELS).is_file():
+                    result["channels"] = refit_channels(dataset, config, run_dir)
+                    cache.write_text(json.dumps(result, indent=2))
                 entry["runs"].setdefault(label, {})[str(seed)] = result
     if not args.ablation_seeds:
         _carry_ablations(results)
@@ -398,8 +417,9 @@ def _channel_report(entry: dict[str, Any]) -> list[str]:
         "### Recall channels and their merge",
         "",
         f"Each channel alone (padded to k from popularity, as the service pads), the merged list the "
-        f"service returns, and the oracle union of the channels' depth-K lists (the ceiling a merge can "
-        f"reach). Each K is judged as a k = K request. NSP runs: {len(runs)} seeds (mean ± sd); the "
+        f"service returns, and the oracle union of the lists the merge receives (the ceiling it can "
+        f"reach). Each K is judged as a k = K request: every channel hands max(K, 100) candidates to the "
+        f"merge, which cuts to K. NSP runs: {len(runs)} seeds (mean ± sd); the "
         f"history, i2i and popular channels and the merge weights are fitted on validation per seed. "
         f"{n_cases} test cases: the 95 % case-sampling noise of an HR near 0.5 is "
         f"±{_binomial_half_width(0.5, n_cases):.3f}.",
@@ -429,8 +449,9 @@ def _channel_report(entry: dict[str, Any]) -> list[str]:
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines += [
             "",
-            "Unique hits (target items only this channel's depth-K list holds; share of all hits the "
-            "union holds) and leave-one-out (merged Recall@K lost without the channel, same weights):",
+            "Unique hits (target items only this channel's list holds among the lists the merge "
+            "receives; share of all hits the union holds) and leave-one-out (merged Recall@K lost "
+            "without the channel, same weights):",
             "",
             "| channel | "
             + " | ".join(f"unique@{k}" for k in KS)
@@ -604,6 +625,11 @@ def main() -> None:
         help="none: keep the previous report's ablations",
     )
     parser.add_argument("--epochs", type=int, default=None, help="override every dataset's epochs")
+    parser.add_argument(
+        "--refit-channels",
+        action="store_true",
+        help="fit the channels and merge again on cached NSP runs (the encoders are not retrained)",
+    )
     parser.add_argument("--ablation-epochs", type=int, default=3, help="ablations are cheaper to run short")
     parser.add_argument(
         "--ablation-datasets",

@@ -79,7 +79,7 @@ class EncoderSpec(BaseModel):
 
 
 class ChannelsSpec(BaseModel):
-    """The classic channels' settings and the merge, fitted on the validation split at train time.
+    """The channels' settings and the merge, fitted on the validation split at train time.
 
     ``fusion`` holds one merge per exclusion policy (``index.fusion.SEEN`` / ``UNSEEN``): with
     seen items excluded the history channel is empty, so the weights differ. ``i2i`` is None
@@ -88,6 +88,10 @@ class ChannelsSpec(BaseModel):
 
     history: HistoryParams = HistoryParams()
     i2i: I2IParams | None = None
+    # Candidates each channel hands to the merge: max(k, min_depth). A fixed floor keeps the
+    # merge's inputs (ranks, normalised scores) the same for every k up to it, so a k = 10
+    # answer is the prefix of the k = 100 one.
+    min_depth: int = Field(default=100, ge=1, le=1000)
     fusion: dict[str, FusionParams] = Field(
         default_factory=lambda: {SEEN: FusionParams(), UNSEEN: FusionParams()}
     )

@@ -10,12 +10,13 @@ cases (never test):
 3. the merge is fitted per exclusion policy: for each method (weighted RRF with each constant
    of ``RRF_KS``, normalised score sum) the channel weights are found by coordinate ascent
    over ``WEIGHT_GRID`` maximising the mean of Recall@K over ``KS``, each K judged as a k = K
-   request (lists cut to depth K, padded from popularity as the service pads), starting from
+   request (each channel's list at depth max(K, min_depth), the merge cut to K and padded from
+   popularity as the service pads), starting from
    the best of equal weights and each channel alone; the variant with the better objective is
    served. Everything measured goes into ``ChannelsSpec.validation``.
 
-``judge`` reports each channel alone, the merge, the oracle union of the channels' lists
-(the ceiling a merge of depth-K lists can reach), each channel's unique hits and the merge's
+``judge`` reports each channel alone, the merge, the oracle union of the lists the merge
+receives (the ceiling it can reach), each channel's unique hits among them and the merge's
 loss without each channel (leave-one-out).
 """
 
@@ -33,7 +34,15 @@ from index.features import CLICK
 from index.fusion import RRF_K, SEEN, UNSEEN, FusionMethod, FusionParams
 from index.history import HistoryParams
 from index.i2i import I2IParams, ItemToItem
-from model_export.channels import EMPTY, CaseLists, ChannelRanker, OfflineChannels, cut, merged_rows, pad_rows
+from model_export.channels import (
+    EMPTY,
+    CaseLists,
+    ChannelRanker,
+    OfflineChannels,
+    cut,
+    merged_rows,
+    pad_rows,
+)
 from model_export.data import Dataset, EvalCase
 from model_export.metrics import hit_metrics
 from model_export.ranking import case_targets, flatten_sessions
@@ -78,7 +87,8 @@ def merged_objective(
     targets: Sequence[set[int]],
     fusion: FusionParams,
 ) -> float:
-    """Mean over K of the merged Recall@K, each K from depth-K lists padded as the service pads."""
+    """Mean over K of the merged Recall@K, each K as a k = K request (its lists merged, cut to K,
+    padded as the service pads)."""
     values = []
     for k, lists in by_k.items():
         ranked = pad_rows(merged_rows(lists, fusion, k), fills[k], k)
@@ -159,9 +169,10 @@ def fit_i2i(cases: Sequence[EvalCase], targets: Sequence[set[int]], source: Offl
 def deep_lists(
     source: OfflineChannels, cases: Sequence[EvalCase], exclude_seen: bool, ks: Sequence[int] = KS
 ) -> tuple[dict[int, CaseLists], dict[int, list[np.ndarray]]]:
-    """Each channel's lists and the padding, per K (computed once at the deepest K, then cut)."""
-    lists = source.lists(cases, max(ks), exclude_seen)
-    by_k = {k: cut(lists, k) for k in ks}
+    """Each channel's lists as a k = K request gets them (depth max(K, min_depth)) and the
+    padding, per K (computed once at the deepest, then cut)."""
+    lists = source.lists(cases, source.depth(max(ks)), exclude_seen)
+    by_k = {k: cut(lists, source.depth(k)) for k in ks}
     fills = {k: [row["popular"][0] for row in by_k[k]] for k in ks}
     return by_k, fills
 
@@ -191,7 +202,13 @@ def fit_channels(
         by_k, fills = deep_lists(source, cases, exclude_seen, ks)
         fusion[key], by_method = fit_fusion(by_k, fills, targets, source.names)
         validation.update({f"{key}.{method}": value for method, value in by_method.items()})
-    spec = ChannelsSpec(history=source.history, i2i=source.i2i, fusion=fusion, validation=validation)
+    spec = ChannelsSpec(
+        history=source.history,
+        i2i=source.i2i,
+        min_depth=source.min_depth,
+        fusion=fusion,
+        validation=validation,
+    )
     log.info("channels fitted on %d validation cases: %s", len(cases), spec.model_dump_json())
     return spec, table, source
 

@@ -5,8 +5,9 @@ The history, i2i and popular lists come from the same ``index`` functions the se
 the nsp list is the trained model's exact inner-product ranking (the service searches HNSW,
 whose loss ``bench/quality.py`` reports separately). A case is answered as a request at the
 target session's time and scene, with its history as the user's sessions. Lists are computed
-once at the deepest K and cut for smaller ones: every channel's list at depth K is the prefix
-of its deeper list, so this is what a k = K request returns.
+once at the deepest K and cut for smaller ones: every channel's list at a depth is the prefix
+of its deeper list, so this is what a request's channels return. As in the service, a k
+request asks each channel for max(k, ``min_depth``) candidates and the merge cuts to k.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from index.bundle import ChannelsSpec
 from index.fusion import Candidates, FusionParams, fuse
 from index.history import HistoryParams, history_candidates
 from index.i2i import I2IParams, ItemToItem, i2i_candidates
@@ -24,6 +26,7 @@ from index.vocab import Vocabulary
 from model_export.data import EvalCase
 from model_export.ranking import first_k
 
+MIN_DEPTH = ChannelsSpec.model_fields["min_depth"].default
 CaseLists = list[dict[str, Candidates]]  # per case, channel → (labels, scores), best first
 EMPTY: Candidates = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
 
@@ -47,6 +50,10 @@ class OfflineChannels:
     i2i: I2IParams = field(default_factory=I2IParams)
     user_vectors: Callable[[Sequence[EvalCase]], np.ndarray] | None = None
     items: np.ndarray | None = None
+    min_depth: int = MIN_DEPTH  # candidates per channel for a k request: max(k, min_depth)
+
+    def depth(self, k: int) -> int:
+        return max(k, self.min_depth)
 
     @property
     def names(self) -> list[str]:
@@ -108,7 +115,7 @@ class OfflineChannels:
 
 
 def cut(lists: CaseLists, depth: int) -> CaseLists:
-    """The same lists at a smaller depth (what a k = ``depth`` request's channels return)."""
+    """The same lists at a smaller depth (what the channels return at that depth)."""
     return [{name: (c[0][:depth], c[1][:depth]) for name, c in row.items()} for row in lists]
 
 
@@ -151,6 +158,6 @@ class ChannelRanker:
     channels: Sequence[str] | None = None
 
     def rank(self, cases: Sequence[EvalCase], k: int, exclude_seen: bool) -> np.ndarray:
-        lists = self.source.lists(cases, k, exclude_seen, only=self.channels)
+        lists = self.source.lists(cases, self.source.depth(k), exclude_seen, only=self.channels)
         rows = merged_rows(lists, self.fusion[exclude_seen], k)
         return pad_rows(rows, fill_lists(cases, self.source, k, exclude_seen), k)

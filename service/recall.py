@@ -275,6 +275,7 @@ def _context(bundle: Bundle, query: RecallQuery, sessions: list[Session], now: i
     excluded_ids: Iterable[str] = query.exclude_item_ids
     if query.exclude_seen:
         excluded_ids = itertools.chain(excluded_ids, _seen_ids(sessions))
+    spec = bundle.manifest.channels
     lookup = bundle.vocab.item_index
     labels = frozenset(label for item in excluded_ids if (label := lookup(item)) is not None)
     return RequestContext(
@@ -282,7 +283,7 @@ def _context(bundle: Bundle, query: RecallQuery, sessions: list[Session], now: i
         sessions=sessions,
         scene=query.scene,
         now=now,
-        depth=query.k,
+        depth=query.k if spec is None else max(query.k, spec.min_depth),
         exclude_seen=query.exclude_seen,
         excluded=np.asarray(sorted(labels), dtype=np.int64),
         excluded_set=labels,

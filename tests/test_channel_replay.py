@@ -54,7 +54,9 @@ async def test_replayed_cases_get_the_offline_ranking(
     cases = [c for c in cases if sum(len(s.items) for s in c.history) <= 400][:12]
     assert spec.i2i is not None and len(cases) >= 5
     table = ItemToItem.load(bundle_root / "1" / I2I_FILE, bundle.vocab.n_items)
-    source = OfflineChannels(bundle.vocab, dataset.popularity, spec.history, table, spec.i2i)
+    source = OfflineChannels(
+        bundle.vocab, dataset.popularity, spec.history, table, spec.i2i, min_depth=spec.min_depth
+    )
     fusion = {seen: spec.fusion[key] for seen, key in ((False, "include_seen"), (True, "exclude_seen"))}
     offline = ChannelRanker(source, fusion, CHANNELS).rank(cases, K, exclude_seen)
 

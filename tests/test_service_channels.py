@@ -108,7 +108,8 @@ async def test_every_item_names_the_channels_that_proposed_it_with_their_rank_an
         await post_events(client, history("alice", HISTORY))
         merged = await recall(client, k=k, exclude_seen=False, as_of=AS_OF)
         alone = {
-            name: await recall(client, k=k, exclude_seen=False, as_of=AS_OF, channels=[name])
+            # The whole list each channel hands to the merge (max(k, min_depth) deep), alone.
+            name: await recall(client, k=N_ITEMS, exclude_seen=False, as_of=AS_OF, channels=[name])
             for name in CHANNEL_NAMES
         }
     assert merged["source"] == "model" and merged["degraded"] is False and merged["missing_channels"] == []
@@ -514,3 +515,13 @@ async def test_a_late_async_channel_is_cancelled_at_its_deadline(
     assert result["missing_channels"] == ["history"] and result["degraded"] is True
     assert cancelled.is_set()
     assert counted == 1.0
+
+
+async def test_a_smaller_k_is_the_prefix_of_a_larger_one(tmp_path: Path, bundle: FakeBundle) -> None:
+    # Every channel hands max(k, min_depth) candidates to the merge, so up to min_depth the merge
+    # sees the same lists whatever k is asked for.
+    async with serving(tmp_path, bundle) as client:
+        await post_events(client, history("alice", HISTORY))
+        answers = {k: ids(await recall(client, k=k, exclude_seen=False, as_of=AS_OF)) for k in (5, 20, 40)}
+    assert answers[5] == answers[20][:5] == answers[40][:5]
+    assert answers[20] == answers[40][:20]

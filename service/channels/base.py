@@ -30,7 +30,7 @@ class RequestContext:
     sessions: list[Session]  # the user's sessions before ``now``, oldest first
     scene: str
     now: int  # the query context's time: the request's ``as_of``, or the time it arrived
-    depth: int  # candidates wanted from each channel (the request's k)
+    depth: int  # candidates wanted from each channel: max(k, the bundle's channels.min_depth)
     exclude_seen: bool
     excluded: np.ndarray  # sorted unique item labels no channel may return
     excluded_set: frozenset[int]  # the same labels, for per-candidate checks
