@@ -1,5 +1,6 @@
 """What the benchmark scripts share: latency summaries, waiting for a condition, a free port,
-and starting a real ``nsprecall serve`` process. Imported as ``benchlib`` (the scripts run from
+starting a real ``nsprecall serve`` process, reading a ``service.metrics.Metrics`` registry, and
+when and from which commit a result was measured. Imported as ``benchlib`` (the scripts run from
 ``bench/``, which Python puts first on the path)."""
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 import numpy as np
@@ -76,3 +78,59 @@ def start_serve(
         else:
             environment[name] = value
     return subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT)
+
+
+def histogram_means_ms(registry: Any, name: str, label: str) -> dict[str, dict[str, float]]:
+    """A Prometheus histogram's observations per value of ``label``: count and mean in ms
+    (``_sum / _count``, exact, unlike quantiles estimated from the buckets)."""
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for family in registry.collect():
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            key = sample.labels.get(label)
+            if sample.name == f"{name}_sum":
+                sums[key] = sample.value
+            elif sample.name == f"{name}_count":
+                counts[key] = sample.value
+    return {
+        key: {"n": int(counts[key]), "mean_ms": 1000.0 * sums[key] / counts[key]}
+        for key in sorted(counts)
+        if counts[key]
+    }
+
+
+def counter_values(registry: Any, name: str, label: str) -> dict[str, float]:
+    """A Prometheus counter's totals per value of ``label`` (``name`` without ``_total``)."""
+    return {
+        sample.labels[label]: sample.value
+        for family in registry.collect()
+        if family.name == name
+        for sample in family.samples
+        if sample.name == f"{name}_total"
+    }
+
+
+def provenance() -> dict[str, str]:
+    """When and from which code a result was measured: UTC time, commit, and whether the work
+    tree had uncommitted changes."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    return {
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+    }
+
+
+def committed_at(path: Path) -> dict[str, str]:
+    """The last commit of ``path`` (a result file from before results carried their own date)."""
+    done = subprocess.run(
+        ["git", "log", "-1", "--format=%h %cI", "--", str(path)], cwd=ROOT, capture_output=True, text=True
+    )
+    commit, _, date = done.stdout.strip().partition(" ")
+    return {"generated_at": date or "unknown", "commit": commit or "unknown", "dirty": False}
