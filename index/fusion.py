@@ -84,3 +84,19 @@ def provenance(labels: np.ndarray, lists: Mapping[str, Candidates]) -> list[dict
         for row in np.flatnonzero(found).tolist():
             out[row][channel] = int(order[at[row]]) + 1
     return out
+
+
+def merge(
+    lists: Mapping[str, Candidates], params: FusionParams, k: int
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, int]]]:
+    """``fuse`` and ``provenance`` together, what a request needs. When one list alone holds
+    candidates under rank fusion (an nsp-only request), its order is already the fused order
+    (1 / (rrf_k + rank) strictly falls), so the sort and the lookups are skipped."""
+    holding = [(name, c) for name, c in lists.items() if len(c[0])]
+    if len(holding) == 1 and params.method == "rrf" and params.weight(holding[0][0]) > 0:
+        name, (labels, scores) = holding[0]
+        labels = labels[:k]
+        fused = params.weight(name) * contributions((labels, scores[:k]), params.method, params.rrf_k)
+        return labels, fused.astype(np.float32), [{name: rank} for rank in range(1, len(labels) + 1)]
+    labels, fused = fuse(lists, params, k)
+    return labels, fused, provenance(labels, lists)

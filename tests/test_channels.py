@@ -18,7 +18,7 @@ from fakes import FakeBundle, make_vocab
 
 from index.bundle import ChannelsSpec
 from index.features import ACTION_CODE, Event, Session, group_sessions
-from index.fusion import Candidates, FusionParams, fuse, provenance
+from index.fusion import Candidates, FusionParams, fuse, merge, provenance
 from index.history import HistoryParams, history_candidates
 from index.i2i import I2I_FORMAT, I2IParams, ItemToItem, i2i_candidates
 from service.channels.base import RequestContext
@@ -516,3 +516,15 @@ def test_provenance_gives_each_channels_rank_from_one() -> None:
     labels = np.asarray([16, 4, 23, 8], dtype=np.int64)
     assert provenance(labels, lists) == [{"nsp": 4, "history": 1}, {"nsp": 1, "history": 2}, {}, {"nsp": 2}]
     assert provenance(np.zeros(0, dtype=np.int64), lists) == []
+
+
+@pytest.mark.parametrize("weight", [1.0, 2.5])
+def test_merge_of_one_list_equals_fuse_and_provenance(weight: float) -> None:
+    one = (np.asarray([7, 3, 9, 1], dtype=np.int64), np.asarray([0.9, 0.8, 0.8, 0.1], dtype=np.float32))
+    lists = {"nsp": one, "history": (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))}
+    params = FusionParams(weights={"nsp": weight})
+    labels, scores, hits = merge(lists, params, 3)
+    expected_labels, expected_scores = fuse(lists, params, 3)
+    assert labels.tolist() == expected_labels.tolist() == [7, 3, 9]
+    assert scores.tolist() == pytest.approx(expected_scores.tolist())
+    assert hits == provenance(expected_labels, lists) == [{"nsp": 1}, {"nsp": 2}, {"nsp": 3}]
