@@ -4,7 +4,7 @@ against exact search next to single-query latency, over an ef ladder.
     .venv/bin/python bench/ann_compare.py [--vectors PATH | --synthetic N] [--queries 500] [--k 200]
 
 Items: the 1M x 64 L2-normalised item vectors of the serving benchmark's bundle
-(``var/bench/serving/bundles-1000000-64/item_vectors.npy``, written by ``bench/serving.py``),
+(``item_vectors.npy`` in ``bench/serving.py``'s cached 1M-item bundle directory),
 inner-product space; ``--synthetic N`` uses N random unit vectors instead (a quick run).
 
 Query sets (each gets its own ef ladder; the first one decides the conclusion):
@@ -52,7 +52,8 @@ from index.ann import exact_top_k  # noqa: E402
 
 log = logging.getLogger("bench.ann_compare")
 
-VECTORS = ROOT / "var" / "bench" / "serving" / "bundles-1000000-64" / "item_vectors.npy"
+# bench/serving.py's cached 1M-item bundle (its directory name carries the layout and i2i N)
+VECTORS = ROOT / "var" / "bench" / "serving" / "bundles-1000000-64-clustered-v2-i2i100" / "item_vectors.npy"
 OUT = ROOT / "docs" / "benchmarks"
 LIBRARIES = ("hnswlib", "faiss")
 RECALL_TARGET = 0.95
