@@ -97,6 +97,10 @@ class ChannelsSpec(BaseModel):
     )
     validation: dict[str, float] = {}
 
+    def fusion_for(self, exclude_seen: bool) -> FusionParams:
+        """The merge a request with this exclusion policy uses (defaults where none was fitted)."""
+        return self.fusion.get(UNSEEN if exclude_seen else SEEN, FusionParams())
+
 
 class Manifest(BaseModel):
     model_config = ConfigDict(protected_namespaces=())

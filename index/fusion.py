@@ -28,6 +28,7 @@ UNSEEN = "exclude_seen"  # … and with exclude_seen=true (the history channel i
 
 FusionMethod = Literal["rrf", "score"]
 Candidates = tuple[np.ndarray, np.ndarray]  # (labels int64, scores float32), best first, distinct
+EMPTY: Candidates = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))  # shared: never mutate
 
 
 class FusionParams(BaseModel):
@@ -60,7 +61,7 @@ def fuse(lists: Mapping[str, Candidates], params: FusionParams, k: int) -> Candi
             parts.append(candidates[0])
             shares.append(weight * contributions(candidates, params.method, params.rrf_k))
     if not parts:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        return EMPTY
     labels, inverse = np.unique(np.concatenate(parts), return_inverse=True)
     total = np.bincount(inverse, weights=np.concatenate(shares), minlength=len(labels))
     if len(labels) > k:  # keep every label tied with the k-th, so the sort breaks ties by label

@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from index.features import Session
+from index.fusion import EMPTY
 from index.vocab import Vocabulary
 
 DAY_S = 86400.0
@@ -65,7 +66,7 @@ def top_scored(
     """Sum ``weights`` per label, drop non-positive totals and ``excluded`` labels, and return
     the best ``depth`` (labels, scores), best first, ties by label."""
     if len(labels) == 0 or depth <= 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        return EMPTY
     unique, inverse = np.unique(labels, return_inverse=True)
     total = np.bincount(inverse, weights=weights, minlength=len(unique))
     keep = total > 0

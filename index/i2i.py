@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from index.features import CLICK, Session
+from index.fusion import EMPTY
 from index.history import top_scored
 from index.vocab import Vocabulary
 
@@ -169,7 +170,7 @@ def i2i_candidates(
         query_weight += [params.decay**ago] * len(engaged)
         ago += 1
     if not query:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        return EMPTY
     rows = np.asarray(query, dtype=np.int64)
     which, element = gather_rows(table.indptr, rows)
     score = np.asarray(query_weight)[which] * table.weights[element]

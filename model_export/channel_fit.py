@@ -31,11 +31,10 @@ import numpy as np
 
 from index.bundle import ChannelsSpec
 from index.features import CLICK
-from index.fusion import RRF_K, SEEN, UNSEEN, FusionMethod, FusionParams
+from index.fusion import EMPTY, RRF_K, SEEN, UNSEEN, FusionMethod, FusionParams
 from index.history import HistoryParams
 from index.i2i import I2IParams, ItemToItem
 from model_export.channels import (
-    EMPTY,
     CaseLists,
     ChannelRanker,
     OfflineChannels,
@@ -219,20 +218,19 @@ def judge(
     """Per exclusion policy: each channel alone and the merge (HR/Recall/NDCG@K, each K as a
     k = K request), the oracle union Recall@K, unique hits per channel, leave-one-out loss."""
     cases, targets = case_targets(cases, source.vocab)
-    fusion = {False: spec.fusion.get(SEEN, FusionParams()), True: spec.fusion.get(UNSEEN, FusionParams())}
     report: dict[str, Any] = {"cases": len(cases)}
     for exclude_seen, view in ((False, "all"), (True, "unseen")):
         by_k, fills = deep_lists(source, cases, exclude_seen, ks)
         entry: dict[str, Any] = {"channels": {}, "merged": {}, "union": {}, "unique": {}, "leave_one_out": {}}
         for k in ks:
             lists, fill = by_k[k], fills[k]
-            merged = pad_rows(merged_rows(lists, fusion[exclude_seen], k), fill, k)
+            merged = pad_rows(merged_rows(lists, spec.fusion_for(exclude_seen), k), fill, k)
             entry["merged"].update(hit_metrics(merged, targets, [k]))
             for name in source.names:
                 alone = pad_rows([row[name][0] for row in lists], fill, k)
                 entry["channels"].setdefault(name, {}).update(hit_metrics(alone, targets, [k]))
                 without = [n for n in source.names if n != name]
-                dropped = pad_rows(merged_rows(lists, fusion[exclude_seen], k, without), fill, k)
+                dropped = pad_rows(merged_rows(lists, spec.fusion_for(exclude_seen), k, without), fill, k)
                 loss = entry["merged"][f"recall@{k}"] - hit_metrics(dropped, targets, [k])[f"recall@{k}"]
                 entry["leave_one_out"].setdefault(name, {})[f"recall@{k}"] = loss
             found = [
@@ -254,6 +252,5 @@ def judge(
 
 def channel_rankers(source: OfflineChannels, spec: ChannelsSpec) -> dict[str, ChannelRanker]:
     """Each channel alone and the merge, as harness rankers (``model_export.ranking.evaluate``)."""
-    fusion = {False: spec.fusion.get(SEEN, FusionParams()), True: spec.fusion.get(UNSEEN, FusionParams())}
-    rankers = {name: ChannelRanker(source, fusion, [name]) for name in source.names}
-    return {**rankers, "merged": ChannelRanker(source, fusion)}
+    rankers = {name: ChannelRanker(source, spec, [name]) for name in source.names}
+    return {**rankers, "merged": ChannelRanker(source, spec)}

@@ -12,13 +12,13 @@ request asks each channel for max(k, ``min_depth``) candidates and the merge cut
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from index.bundle import ChannelsSpec
-from index.fusion import Candidates, FusionParams, fuse
+from index.fusion import EMPTY, Candidates, FusionParams, fuse
 from index.history import HistoryParams, history_candidates
 from index.i2i import I2IParams, ItemToItem, i2i_candidates
 from index.popularity import popular_candidates, scene_then_all
@@ -28,7 +28,6 @@ from model_export.ranking import first_k
 
 MIN_DEPTH = ChannelsSpec.model_fields["min_depth"].default
 CaseLists = list[dict[str, Candidates]]  # per case, channel → (labels, scores), best first
-EMPTY: Candidates = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
 
 
 def seen_labels(case: EvalCase, vocab: Vocabulary) -> np.ndarray:
@@ -154,10 +153,10 @@ class ChannelRanker:
     of them: the merged list), padded to k from popularity."""
 
     source: OfflineChannels
-    fusion: Mapping[bool, FusionParams]  # by exclude_seen
+    spec: ChannelsSpec  # the fitted merge per exclusion policy
     channels: Sequence[str] | None = None
 
     def rank(self, cases: Sequence[EvalCase], k: int, exclude_seen: bool) -> np.ndarray:
         lists = self.source.lists(cases, self.source.depth(k), exclude_seen, only=self.channels)
-        rows = merged_rows(lists, self.fusion[exclude_seen], k)
+        rows = merged_rows(lists, self.spec.fusion_for(exclude_seen), k)
         return pad_rows(rows, fill_lists(cases, self.source, k, exclude_seen), k)

@@ -28,6 +28,7 @@ from service.channels import CHANNEL_NAMES
 
 Stage = Literal["cache_fetch", "session_fetch", "tokens", "encode", "ann", "merge", "postprocess"]
 FallbackReason = Literal["no_history", "store_unavailable", "channels_failed"]
+FALLBACK_REASONS: tuple[FallbackReason, ...] = ("no_history", "store_unavailable", "channels_failed")
 AdminAction = Literal["reload", "rollback", "pin", "unpin"]
 # Why a recall was not served from the nearline cache (nothing is counted while nearline is off).
 CacheMiss = Literal[
@@ -227,8 +228,8 @@ class Metrics:
         for route in SHED_ROUTES:
             self.requests_shed.labels(route=route)
             self.requests_in_flight.labels(route=route)
-        for reason in ("no_history", "store_unavailable", "channels_failed"):
-            self.fallbacks.labels(reason=reason)
+        for fallback_reason in FALLBACK_REASONS:
+            self.fallbacks.labels(reason=fallback_reason)
         for operation in ("append", "recent"):
             self.store_errors.labels(operation=operation)
         for client in BREAKER_CLIENTS:

@@ -18,8 +18,9 @@ The flow, per ingested batch (``events_stored``, called after the store acknowle
 would return now, up to the context time (the entry's hour and weekday, at most ``max_age_s``
 old): same bundle version, same scene, ``exclude_seen``, every channel (no ``channels``), no
 ``query`` or ``as_of``, and at least ``k`` items left after the request's ``exclude_item_ids``.
-The cached list is the merged one, each item with its channels. Otherwise it returns None, counted by
-reason, and the caller computes. A bundle swap makes every entry stale by version at once.
+Otherwise it returns None, counted by reason, and the caller computes. A bundle swap makes
+every entry stale by version at once. The cached list is the merged one, each item with its
+channels; it is written only when every channel answered.
 
 Thread-safety: everything here runs on the event loop; only the pipeline's CPU work leaves it.
 """
@@ -129,13 +130,12 @@ class Nearline:
 
     async def cached(self, bundle: Bundle, request: RecallQuery) -> RecallResponse | None:
         """The recall answered from the user's cached top-K, or None (a miss, counted by reason)."""
-        entry_or_miss = await self._lookup(bundle, request)
-        if isinstance(entry_or_miss, str):
-            self._metrics.cache_misses.labels(reason=entry_or_miss).inc()
+        entry = await self._lookup(bundle, request)
+        if isinstance(entry, str):
+            self._metrics.cache_misses.labels(reason=entry).inc()
             return None
         excluded = set(request.exclude_item_ids)
         items: list[RecalledItem] = []
-        entry = entry_or_miss
         provenance = entry.channels or ({},) * len(entry.item_ids)
         for item_id, score, hits in zip(entry.item_ids, entry.scores, provenance, strict=True):
             if item_id not in excluded:

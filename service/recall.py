@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import TypeAdapter
 
 from index.features import ACTIONS, Event, Session, group_sessions
-from index.fusion import SEEN, UNSEEN, Candidates, FusionParams, merge
+from index.fusion import Candidates, FusionParams, merge
 from index.popularity import ALL_SCENES
 from service.batching import EncodeBatcher
 from service.channels import CHANNEL_NAMES, ChannelName
@@ -303,13 +303,13 @@ def _fusion(bundle: Bundle, exclude_seen: bool) -> FusionParams:
     spec = bundle.manifest.channels
     if spec is None:
         return FusionParams()
-    return spec.fusion.get(UNSEEN if exclude_seen else SEEN, FusionParams())
+    return spec.fusion_for(exclude_seen)
 
 
-def _hits(ranks: dict[str, int], lists: dict[str, Candidates]) -> dict[str, ChannelHit]:
-    return {
-        name: ChannelHit(rank=rank, score=float(lists[name][1][rank - 1])) for name, rank in ranks.items()
-    }
+def _hits(ranks: dict[str, int], lists: dict[str, Candidates]) -> dict[str, dict[str, float]]:
+    """Each channel's rank (from 1) and own score for one item: a ``ChannelHit``'s fields, left
+    for the one validation pass over the answer (``ITEMS``)."""
+    return {name: {"rank": rank, "score": float(lists[name][1][rank - 1])} for name, rank in ranks.items()}
 
 
 def _popular_ids(bundle: Bundle, scene: str, k: int, excluded: Collection[str]) -> list[str]:

@@ -57,8 +57,7 @@ async def test_replayed_cases_get_the_offline_ranking(
     source = OfflineChannels(
         bundle.vocab, dataset.popularity, spec.history, table, spec.i2i, min_depth=spec.min_depth
     )
-    fusion = {seen: spec.fusion[key] for seen, key in ((False, "include_seen"), (True, "exclude_seen"))}
-    offline = ChannelRanker(source, fusion, CHANNELS).rank(cases, K, exclude_seen)
+    offline = ChannelRanker(source, spec, CHANNELS).rank(cases, K, exclude_seen)
 
     async with serving(tmp_path / "bundles", bundle) as client:
         for n, case in enumerate(cases):

@@ -19,8 +19,6 @@ from index.features import Session
 from index.fusion import Candidates
 from service.runtime import Bundle
 
-EMPTY: Candidates = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))
-
 
 @dataclass(frozen=True)
 class RequestContext:

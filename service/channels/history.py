@@ -7,9 +7,9 @@ The work is one pass over the history the request already holds, so it runs on t
 
 from __future__ import annotations
 
-from index.fusion import Candidates
+from index.fusion import EMPTY, Candidates
 from index.history import history_candidates
-from service.channels.base import EMPTY, RequestContext
+from service.channels.base import RequestContext
 from service.runtime import Bundle
 
 

@@ -8,9 +8,9 @@ import asyncio
 import functools
 from concurrent.futures import Executor
 
-from index.fusion import Candidates
+from index.fusion import EMPTY, Candidates
 from index.i2i import i2i_candidates
-from service.channels.base import EMPTY, RequestContext
+from service.channels.base import RequestContext
 from service.runtime import Bundle
 
 
