@@ -99,7 +99,9 @@ def timed_train(
 
 def run_all(args: argparse.Namespace) -> dict[str, Any]:
     world = load_world(args)
-    base = TrainConfig(epochs=args.epochs, seed=0, baselines=False)
+    # The strategies compare encoder training: the channel fit (train's last step since the
+    # channel merge) would add the same fixed cost to every timed round.
+    base = TrainConfig(epochs=args.epochs, seed=0, baselines=False, channels=False)
     update = dataclasses.replace(base, epochs=1, lr=args.round_lr)
     runs = work_dir(args) / "runs"
     days = list(range(args.first_day, args.days))
