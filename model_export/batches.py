@@ -6,11 +6,14 @@ deepest action, so the loss can tell exposed, clicked and paid items apart.
 
 ``autoregressive`` (the SASRec-style baseline NSP replaces): the user's engaged items in time
 order, one token each; every position predicts the next engaged item.
+
+``drop_seen``: a target item that occurs (with any action) in one of the user's sessions before
+the target session is not a target — training for a deployment that excludes seen items.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence, Set
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,10 +47,12 @@ class Batch:
 
 
 def _target_rows(
-    session: Session, vocab: Vocabulary, max_items: int = MAX_TARGET_ITEMS
+    session: Session, vocab: Vocabulary, max_items: int = MAX_TARGET_ITEMS, seen: Set[str] = frozenset()
 ) -> tuple[list[int], list[int]]:
     items, actions = [], []
     for item_id, action in session.items:
+        if item_id in seen:
+            continue
         index = vocab.item_index(item_id)
         if index is not None:
             items.append(index)
@@ -73,6 +78,19 @@ def _pack(rows: Sequence[TargetRow]) -> TargetSet:
     )
 
 
+def _seen_before(sessions: Sequence[Session], start: int, stop: int, drop_seen: bool) -> Iterator[Set[str]]:
+    """For each position in start..stop-1, the item ids of the sessions before it (one running
+    set; each yielded set is only valid until the next step), or an empty set throughout."""
+    if not drop_seen:
+        for _ in range(start, stop):
+            yield frozenset()
+        return
+    seen = {item for session in sessions[:start] for item, _ in session.items}
+    for position in range(start, stop):
+        yield seen
+        seen.update(item for item, _ in sessions[position].items)
+
+
 def make_nsp_batch(
     histories: Sequence[list[Session]],
     ends: Sequence[int],
@@ -80,12 +98,13 @@ def make_nsp_batch(
     max_sessions: int,
     max_items: int,
     horizons: int,
+    drop_seen: bool = False,
 ) -> Batch:
     """One sequence per (history, end): sessions before ``end`` plus the query context of ``end``.
 
     Context token p of a sequence stands for window session p (the last one for ``end``); each
     with history in the window (p ≥ 1) is a query, with targets at horizons 0..H-1 wherever the
-    user's training history has that session.
+    user's training history has that session (and, with ``drop_seen``, an unseen item).
     """
     sequences: list[np.ndarray] = []
     per_sequence: list[list[TargetRow]] = []
@@ -96,6 +115,14 @@ def make_nsp_batch(
         )
         first = max(0, end - max_sessions)
         context_rows = np.flatnonzero(sequence[:, COL["token_type"]] == CONTEXT)
+        # Each target session once (it serves up to H queries), in time order for ``seen``.
+        stop = min(first + len(context_rows) - 1 + horizons, len(sessions))
+        targets = {
+            position: _target_rows(sessions[position], vocab, seen=seen)
+            for position, seen in zip(
+                range(first + 1, stop), _seen_before(sessions, first + 1, stop, drop_seen), strict=True
+            )
+        }
         rows, offsets = [], []
         for p, row in enumerate(context_rows):
             if p == 0:
@@ -105,7 +132,7 @@ def make_nsp_batch(
                 position = first + p + h
                 if position >= len(sessions):
                     break
-                items, actions = _target_rows(sessions[position], vocab)
+                items, actions = targets[position]
                 if items:
                     rows.append(
                         (len(offsets) - 1, h, items, actions, vocab.scene_token(sessions[position].scene))
@@ -155,20 +182,35 @@ def engaged_sequence(history: Sequence[Session], vocab: Vocabulary, max_len: int
     return tokens
 
 
+def _engaged_seen(history: Sequence[Session]) -> list[bool]:
+    """For each row of ``engaged_sequence(history, ...)`` before its cut to the last items:
+    whether the item occurs in an earlier session of ``history``."""
+    flags: list[bool] = []
+    for session, seen in zip(history, _seen_before(history, 0, len(history), True), strict=True):
+        flags.extend(item_id in seen for item_id, action in session.items if action >= CLICK)
+    return flags
+
+
 def make_ar_batch(
-    histories: Sequence[list[Session]], ends: Sequence[int], vocab: Vocabulary, max_len: int
+    histories: Sequence[list[Session]],
+    ends: Sequence[int],
+    vocab: Vocabulary,
+    max_len: int,
+    drop_seen: bool = False,
 ) -> Batch:
     """Next-item targets: engaged items of sessions before ``end`` (plus ``end`` itself as the
-    last target) — every position predicts the item after it."""
+    last target) — every position predicts the item after it, unless (``drop_seen``) that item
+    occurs in an earlier session."""
     sequences, per_sequence, query_offsets = [], [], []
     for sessions, end in zip(histories, ends, strict=True):
         full = engaged_sequence(sessions[: end + 1], vocab, max_len + 1)
         sequence = full[:-1] if len(full) > 1 else full
         nexts = full[1:, COL["item"]] - ITEM_OFFSET if len(full) > 1 else np.zeros(0, dtype=np.int64)
+        seen = _engaged_seen(sessions[: end + 1])[-len(nexts) :] if drop_seen and len(nexts) else []
         rows, offsets = [], []
         for position, item in enumerate(nexts.tolist()):
-            if item < 0:
-                continue  # unknown item: nothing to score against
+            if item < 0 or (seen and seen[position]):
+                continue  # unknown item: nothing to score against; seen: not a target
             offsets.append(position - len(sequence))
             scene = int(full[position + 1, COL["scene"]])
             rows.append((len(offsets) - 1, 0, [item], [CLICK], scene))

@@ -12,17 +12,25 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from index.features import ACTION_CODE, CLICK, Event, Session, group_sessions
+from index.features import ACTION_CODE, ACTIONS, CLICK, Event, Session, group_sessions
 from index.vocab import Vocabulary
 
 log = logging.getLogger(__name__)
 
 EVENT_COLUMNS = ["user_id", "item_id", "ts", "action", "scene", "request_id"]
+CATALOG_COLUMNS = ["item_id", "category", "price"]  # what the vocabulary is built from
 DAY = 86400
+MIN_USERS = 2  # below this there is nothing to generalise across
+EXAMPLE_IDS = 5  # missing catalog items named in a refusal
+
+
+class DataError(ValueError):
+    """The event log or catalog cannot be used as given; the message says what to change."""
 
 
 @dataclass(frozen=True)
@@ -49,10 +57,11 @@ class Dataset:
 
 
 def read_events(path: Path) -> pd.DataFrame:
-    """CSV (optionally .gz) with the design's event columns; ids read as strings."""
-    frame = pd.read_csv(
+    """CSV (optionally .gz) with the design's event columns; ids read as strings. ``DataError``
+    for a missing or unreadable file, missing columns or actions outside ``ACTIONS``."""
+    frame = _read_csv(
         path,
-        dtype={
+        {
             "user_id": str,
             "item_id": str,
             "action": str,
@@ -60,18 +69,32 @@ def read_events(path: Path) -> pd.DataFrame:
             "request_id": str,
             "ts": np.int64,
         },
+        EVENT_COLUMNS,
     )
-    missing = set(EVENT_COLUMNS) - set(frame.columns)
-    if missing:
-        raise ValueError(f"{path}: missing columns {sorted(missing)}")
-    unknown = set(frame["action"].unique()) - set(ACTION_CODE)
+    unknown = set(frame["action"].fillna("").unique()) - set(ACTION_CODE)
     if unknown:
-        raise ValueError(f"{path}: unknown actions {sorted(unknown)}")
+        raise DataError(
+            f"{path}: unknown actions {sorted(unknown)}; the known actions are {', '.join(ACTIONS)}"
+        )
     return frame[EVENT_COLUMNS]
 
 
 def read_catalog(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype={"item_id": str, "category": str})
+    """``DataError`` for a missing or unreadable file or missing columns."""
+    return _read_csv(path, {"item_id": str, "category": str}, CATALOG_COLUMNS)
+
+
+def _read_csv(path: Path, dtype: dict[str, Any], columns: list[str]) -> pd.DataFrame:
+    if not path.is_file():
+        raise DataError(f"{path} does not exist (--data is a directory holding events.csv and catalog.csv)")
+    try:
+        frame = pd.read_csv(path, dtype=dtype)
+    except ValueError as exc:  # pandas' parser and type errors, an empty file
+        raise DataError(f"{path}: cannot read it: {exc}") from exc
+    missing = set(columns) - set(frame.columns)
+    if missing:
+        raise DataError(f"{path}: missing columns {sorted(missing)} (it needs {', '.join(columns)})")
+    return frame
 
 
 def catalog_vocab(catalog: pd.DataFrame, scenes: list[str], base: Vocabulary | None = None) -> Vocabulary:
@@ -131,6 +154,46 @@ def load_dataset(
     return build_dataset(
         read_events(events_path), read_catalog(catalog_path), val_days, test_days, popularity_top, base_vocab
     )
+
+
+def load_training_dataset(events_path: Path, catalog_path: Path, val_days: int, test_days: int) -> Dataset:
+    """``load_dataset`` that refuses (``DataError``) what cannot train and judge a model: fewer
+    than ``MIN_USERS`` users, log items the catalog lacks (they would be silently left out of
+    the targets and the evaluation), or an empty training, validation or test split. The log
+    checks run before the sessions are built, so a bad log fails fast."""
+    frame, catalog = read_events(events_path), read_catalog(catalog_path)
+    users = frame["user_id"].nunique()
+    if users < MIN_USERS:
+        raise DataError(
+            f"{events_path} has events of {users} user(s); training needs several users "
+            "(point --data at a fuller log)"
+        )
+    log_items = pd.Index(frame["item_id"].unique())
+    missing = log_items[~log_items.isin(catalog["item_id"])]
+    if len(missing):
+        examples = ", ".join(str(item) for item in missing.sort_values()[:EXAMPLE_IDS])
+        raise DataError(
+            f"{len(missing)} item ids in {events_path} are not in {catalog_path} (e.g. {examples}): "
+            "add them to catalog.csv, or point --data at a directory whose catalog covers the log"
+        )
+    dataset = build_dataset(frame, catalog, val_days, test_days)
+    span = f"the log spans {(dataset.data_end - dataset.data_start) / DAY:.1f} days"
+    if not dataset.train:
+        raise DataError(
+            f"no training sessions before the validation period: {span}, and --val-days {val_days} "
+            f"plus --test-days {test_days} take all of it; lower --val-days or --test-days"
+        )
+    if not dataset.val:
+        raise DataError(
+            f"no validation cases: no user has a session with a click or deeper, after an earlier "
+            f"session, in the {val_days} day(s) before the test period ({span}): pass a larger --val-days"
+        )
+    if not dataset.test:
+        raise DataError(
+            f"no test cases: no user has a session with a click or deeper, after an earlier session, "
+            f"in the last {test_days} day(s) of the log ({span}): pass a larger --test-days"
+        )
+    return dataset
 
 
 def build_dataset(

@@ -23,7 +23,8 @@ from typing import BinaryIO
 
 import numpy as np
 import numpy.typing as npt
-from tqdm import tqdm
+
+from model_export.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,52 @@ class SynthConfig:
     taste_weight: float = 2.5
     # Homepage shows a "buy again" slot for the user's last purchase this often.
     buy_again_prob: float = 0.25
+    # ---- session-context knobs: 0 leaves the world above unchanged (byte for byte), 1 is
+    # strong.  ``SESSION_WORLD`` is the setting the benchmarks call the session-context world.
+    # The scene decides which interests a session serves: homepage and search each serve only
+    # the user's favourite categories that lean to them (``category_scene``); a detail page
+    # shows complements of the viewed item, the cart page accessories of the carted ones.
+    scene_interest: float = 0.0
+    # Hour of day and weekday modulate interests (``category_peak_hour``, ``category_weekend``).
+    time_interest: float = 0.0
+    # After paying for an item the next requests turn to its complements (phone -> case ->
+    # charger, ``_Catalog.complement``); the paid item and its substitutes become rarer.
+    complement_chain: float = 0.0
+    # Share of requests shown as a grid: every item exposed at once, no position effect.
+    unordered_exposure: float = 0.0
+
+
+SESSION_KNOBS = ("scene_interest", "time_interest", "complement_chain", "unordered_exposure")
+# The session-context world: every knob strong.  docs/model.md#data describes it.
+SESSION_WORLD = {
+    "scene_interest": 1.0,
+    "time_interest": 1.0,
+    "complement_chain": 1.0,
+    "unordered_exposure": 1.0,
+}
+WORLDS = {"base": dict.fromkeys(SESSION_KNOBS, 0.0), "session": SESSION_WORLD}
+MISSION_REQUESTS = 8  # requests a complement mission lasts unless a purchase renews it
+# Share of a request's candidates a mission takes over at full strength, per scene.
+MISSION_SHARE = np.array([0.4, 0.6, 0.3, 0.3])
+WEEKEND_DAYS = (2, 3)  # day index mod 7: 2026-01-01 is a Thursday
+
+
+def category_scene(category: IntArr) -> IntArr:
+    """The scene a category leans to under ``scene_interest``: even ids homepage, odd search."""
+    out: IntArr = np.where(np.asarray(category) % 2 == 0, HOMEPAGE, SEARCH)
+    return out
+
+
+def category_peak_hour(category: IntArr) -> IntArr:
+    """Hour of day at which a category is most wanted under ``time_interest``."""
+    out: IntArr = (np.asarray(category) * 7) % 24
+    return out
+
+
+def category_weekend(category: IntArr) -> FloatArr:
+    """+1 for weekend categories (every third id), 0 for the others."""
+    out: FloatArr = (np.asarray(category) % 3 == 0).astype(np.float64)
+    return out
 
 
 @dataclass
@@ -156,6 +203,7 @@ class _Catalog:
     vec: F32Arr
     quality: F32Arr
     external_id: IntArr  # slot -> the integer in "i<id>", a random permutation
+    complement: IntArr  # sub-cluster -> its complement sub-cluster (one cycle over all of them)
 
 
 @dataclass
@@ -170,6 +218,9 @@ class _Users:
     ring_next: IntArr
     busy_until: IntArr  # absolute ts of the user's last event so far
     vec: F32Arr  # today's taste vector
+    mission: IntArr  # sub-cluster the user is shopping complements in, -1 = none
+    mission_left: IntArr  # requests the mission still lasts
+    paid_group: IntArr  # sub-cluster of the last purchase, -1 = none
 
 
 @dataclass
@@ -259,6 +310,10 @@ def _build_catalog(config: SynthConfig, rng: np.random.Generator) -> _Catalog:
     quality = (0.15 * (log_w - log_w.mean()) / (log_w.std() + 1e-9) + 0.3 * rng.standard_normal(n)).astype(
         np.float32
     )
+    # A separate stream, so the knobs-at-0 world draws exactly what it always drew.
+    cycle = np.random.default_rng([config.seed, 1]).permutation(group_cat.size)
+    complement = np.empty(group_cat.size, np.int64)
+    complement[cycle] = np.roll(cycle, -1)
     return _Catalog(
         cat=cat,
         group=group,
@@ -275,6 +330,7 @@ def _build_catalog(config: SynthConfig, rng: np.random.Generator) -> _Catalog:
         vec=vec,
         quality=quality,
         external_id=rng.permutation(n).astype(np.int64),
+        complement=complement,
     )
 
 
@@ -315,6 +371,9 @@ def _build_users(config: SynthConfig, catalog: _Catalog, rng: np.random.Generato
         ring_next=np.zeros(n, np.int64),
         busy_until=np.zeros(n, np.int64),
         vec=np.zeros((n, config.latent_dim), np.float32),
+        mission=np.full(n, -1, np.int64),
+        mission_left=np.zeros(n, np.int64),
+        paid_group=np.full(n, -1, np.int64),
     )
 
 
@@ -386,14 +445,15 @@ def _sample_in_category(day: _Day, catalog: _Catalog, cat: IntArr, rng: np.rando
     return _sample_items(day, catalog.cat_start[cat], catalog.cat_end[cat], catalog.cat_anchor[cat], rng)
 
 
-def _sample_favourite(users: _Users, uid: IntArr, rng: np.random.Generator) -> IntArr:
-    """A category from each user's interest mixture."""
-    cum = np.cumsum(users.fav_w[uid], axis=1)
-    pick = (rng.random(uid.size)[:, None] * cum[:, -1:] >= cum).sum(axis=1)
+def _sample_favourite(fav_cat: IntArr, fav_w: FloatArr, rng: np.random.Generator) -> IntArr:
+    """A category per row from that row's interest mixture (favourite categories, weights)."""
+    cum = np.cumsum(fav_w, axis=1)
+    pick = (rng.random((fav_cat.shape[0], 1)) * cum[:, -1:] >= cum).sum(axis=1)
     pick = np.minimum(pick, cum.shape[1] - 1)
-    cat = users.fav_cat[uid, pick]
+    rows = np.arange(fav_cat.shape[0])
+    cat = fav_cat[rows, pick]
     # Zero-weight empty slots are never picked except via rounding; fall back to the top favourite.
-    top = users.fav_cat[uid, users.fav_w[uid].argmax(axis=1)]
+    top = fav_cat[rows, fav_w.argmax(axis=1)]
     out: IntArr = np.where(cat >= 0, cat, top)
     return out
 
@@ -415,7 +475,7 @@ class _Simulator:
 
     # ---- candidate generation per scene: (rows, M) slot matrix and ranking scores -------------
 
-    def _homepage(self, uid: IntArr) -> tuple[IntArr, FloatArr, BoolArr]:
+    def _homepage(self, uid: IntArr, weights: FloatArr) -> tuple[IntArr, FloatArr, BoolArr]:
         rng, cat, day = self.rng, self.catalog, self.day_tables
         n = uid.size
         cand = np.full((n, K_MAX), -1, np.int64)
@@ -423,17 +483,17 @@ class _Simulator:
         interest = source < 0.5
         popular = (source >= 0.5) & (source < 0.8)
         rand = source >= 0.8
-        rows = np.broadcast_to(uid[:, None], (n, K_MAX))
-        cand[interest] = _sample_in_category(
-            day, cat, _sample_favourite(self.users, rows[interest], rng), rng
-        )
+        rows = np.broadcast_to(np.arange(n)[:, None], (n, K_MAX))[interest]
+        favourites = _sample_favourite(self.users.fav_cat[uid][rows], weights[rows], rng)
+        cand[interest] = _sample_in_category(day, cat, favourites, rng)
         for mask, uniform in ((popular, False), (rand, True)):
             m = int(mask.sum())
             start, end = np.zeros(m, np.int64), np.full(m, cat.cat.size, np.int64)
             fallback = np.full(m, cat.cat_anchor[0], np.int64)
             cand[mask] = _sample_items(day, start, end, fallback, rng, uniform=uniform)
         last_pay = self.users.last_pay[uid]
-        again = (last_pay >= 0) & (rng.random(n) < self.config.buy_again_prob)
+        buy_again = self.config.buy_again_prob * (1.0 - self.config.complement_chain)
+        again = (last_pay >= 0) & (rng.random(n) < buy_again)
         cand[again, 0] = last_pay[again]
         boost = np.zeros((n, K_MAX), bool)
         boost[again, 0] = True
@@ -441,10 +501,10 @@ class _Simulator:
         score = np.broadcast_to(-np.arange(K_MAX, dtype=np.float64), (n, K_MAX)).copy()
         return cand, score, boost
 
-    def _search(self, uid: IntArr) -> tuple[IntArr, FloatArr, BoolArr]:
+    def _search(self, uid: IntArr, weights: FloatArr) -> tuple[IntArr, FloatArr, BoolArr]:
         rng, cat, day = self.rng, self.catalog, self.day_tables
         n, m = uid.size, 2 * K_MAX
-        query_cat = _sample_favourite(self.users, uid, rng)
+        query_cat = _sample_favourite(self.users.fav_cat[uid], weights, rng)
         # Some searches are for something new: this is how users discover categories.
         explore = rng.random(n) < 0.15
         query_cat[explore] = _sample_categories(cat.cat_share, int(explore.sum()), rng)
@@ -454,26 +514,46 @@ class _Simulator:
         score = taste + 0.5 * _gumbel(rng, (n, m))
         return cand, score, np.zeros((n, m), bool)
 
-    def _detail(self, uid: IntArr) -> tuple[IntArr, FloatArr, BoolArr]:
+    def _detail(self, uid: IntArr, weights: FloatArr) -> tuple[IntArr, FloatArr, BoolArr]:
         rng, cat, day = self.rng, self.catalog, self.day_tables
         n, half = uid.size, K_MAX
         anchor = self.users.last_click[uid]
         group, category = cat.group[anchor], cat.cat[anchor]
-        same_group = _sample_items(
-            day,
-            np.repeat(cat.group_start[group], half),
-            np.repeat(cat.group_end[group], half),
-            np.repeat(cat.group_anchor[group], half),
-            rng,
-        ).reshape(n, half)
+        same_group = self._in_group(group, half)
         same_cat = _sample_in_category(day, cat, np.repeat(category, half), rng).reshape(n, half)
+        # Scene interest: the page's second half shows complements of the viewed item instead.
+        centre = np.broadcast_to(anchor[:, None], (n, half)).copy()
+        complements = self._complement_rows(n, self.config.scene_interest)
+        if complements.any():
+            partner = cat.complement[group[complements]]
+            same_cat[complements] = self._in_group(partner, half)
+            centre[complements] = cat.group_anchor[partner][:, None]
         cand = np.concatenate([same_group, same_cat], axis=1)
-        diff = cat.vec[cand] - cat.vec[anchor][:, None, :]
+        centres = np.concatenate([np.broadcast_to(anchor[:, None], (n, half)), centre], axis=1)
+        diff = cat.vec[cand] - cat.vec[centres]
         score = -np.einsum("umd,umd->um", diff, diff).astype(np.float64) + 0.05 * _gumbel(rng, cand.shape)
         score[cand == anchor[:, None]] = -np.inf
         return cand, score, np.zeros(cand.shape, bool)
 
-    def _cart(self, uid: IntArr) -> tuple[IntArr, FloatArr, BoolArr]:
+    def _in_group(self, group: IntArr, per_row: int) -> IntArr:
+        """``per_row`` popularity-weighted items of each row's sub-cluster, (rows, per_row)."""
+        cat = self.catalog
+        return _sample_items(
+            self.day_tables,
+            np.repeat(cat.group_start[group], per_row),
+            np.repeat(cat.group_end[group], per_row),
+            np.repeat(cat.group_anchor[group], per_row),
+            self.rng,
+        ).reshape(group.size, per_row)
+
+    def _complement_rows(self, n: int, strength: float) -> BoolArr:
+        """Rows (of ``n``) that show complements, each with probability ``strength``; no draw at 0."""
+        if strength <= 0:
+            return np.zeros(n, bool)
+        out: BoolArr = self.rng.random(n) < strength
+        return out
+
+    def _cart(self, uid: IntArr, weights: FloatArr) -> tuple[IntArr, FloatArr, BoolArr]:
         rng, cat, day = self.rng, self.catalog, self.day_tables
         n = uid.size
         ring = self.users.ring[uid]
@@ -482,11 +562,70 @@ class _Simulator:
         pick = (rng.random((n, CART_RING)) * held).argmax(axis=1)
         seed_item = ring[np.arange(n), pick]
         fill = _sample_in_category(day, cat, np.repeat(cat.cat[seed_item], K_MAX), rng).reshape(n, K_MAX)
+        # Scene interest: accessories, i.e. complements of the carted item, instead.
+        accessories = self._complement_rows(n, self.config.scene_interest)
+        if accessories.any():
+            fill[accessories] = self._in_group(cat.complement[cat.group[seed_item[accessories]]], K_MAX)
         cand = np.concatenate([np.where(held, ring, -1), fill], axis=1)
         score = np.concatenate([np.where(held, 100.0, -np.inf), np.zeros((n, K_MAX))], axis=1)
         score = score + _gumbel(rng, cand.shape)
         boost = np.concatenate([held, np.zeros((n, K_MAX), bool)], axis=1)
         return cand, score, boost
+
+    # ---- the session-context knobs -------------------------------------------------------------
+
+    def _interest_weights(self, uid: IntArr, scene: IntArr, ts: IntArr) -> FloatArr:
+        """Each row's weights over its user's favourite slots, given the request's scene and time."""
+        config, users = self.config, self.users
+        weights = users.fav_w[uid]
+        if config.scene_interest <= 0 and config.time_interest <= 0:
+            return weights
+        fav = np.maximum(users.fav_cat[uid], 0)
+        factor = np.ones_like(weights)
+        if config.scene_interest > 0:
+            # Homepage and search serve the favourites that lean to them; others are damped.
+            browsing = (scene == HOMEPAGE) | (scene == SEARCH)
+            serves = category_scene(fav) == scene[:, None]
+            factor *= np.where(serves | ~browsing[:, None], 1.0, 1.0 - config.scene_interest)
+        if config.time_interest > 0:
+            hour = (ts % DAY) / 3600.0
+            weekend = np.isin(((ts - DAY0_TS) // DAY) % 7, WEEKEND_DAYS)
+            phase = 2 * np.pi * (hour[:, None] - category_peak_hour(fav)) / 24.0
+            lean = category_weekend(fav) * np.where(weekend, 1.0, -1.0)[:, None]
+            factor *= np.exp(config.time_interest * (1.5 * np.cos(phase) + 1.0 * lean))
+        damped = weights * factor
+        # A user none of whose favourites the scene serves keeps the undamped mixture.
+        total = damped.sum(axis=1, keepdims=True)
+        out: FloatArr = np.where(total > 0, damped / np.maximum(total, 1e-12), weights)
+        return out
+
+    def _mission_slots(self, uid: IntArr, scene: int, cand: IntArr, score: FloatArr) -> None:
+        """Complement chain: a user on a mission sees items of the mission's sub-cluster in place
+        of some candidates (in place; they rank first among the request's candidates)."""
+        strength = self.config.complement_chain
+        if strength <= 0:
+            return
+        mission = self.users.mission[uid]
+        rows = np.flatnonzero(mission >= 0)
+        if rows.size == 0:
+            return
+        share = MISSION_SHARE[scene] * strength
+        swap = self.rng.random((rows.size, cand.shape[1])) < share
+        swapped = self._in_group(mission[rows], cand.shape[1])
+        sub_cand, sub_score = cand[rows], score[rows]
+        top = np.where(np.isfinite(sub_score), sub_score, -1e9).max(axis=1, keepdims=True)
+        sub_cand[swap] = swapped[swap]
+        sub_score[swap] = (top + 1.0 + _gumbel(self.rng, swap.shape))[swap]
+        cand[rows], score[rows] = sub_cand, sub_score
+
+    def _after_purchase(self, uid: IntArr, paid_item: IntArr) -> None:
+        """Starts (or moves on) the complement mission of users who just paid."""
+        users, cat = self.users, self.catalog
+        group = cat.group[paid_item]
+        users.paid_group[uid] = group
+        start = self.rng.random(uid.size) < self.config.complement_chain
+        users.mission[uid[start]] = cat.complement[group[start]]
+        users.mission_left[uid[start]] = MISSION_REQUESTS
 
     # ---- one request per row ----------------------------------------------------------------
 
@@ -515,12 +654,14 @@ class _Simulator:
         items = np.full((n, K_MAX), -1, np.int64)
         valid = np.zeros((n, K_MAX), bool)
         boosted = np.zeros((n, K_MAX), bool)
+        weights = self._interest_weights(uid, scene, ts)
         builders = (self._homepage, self._search, self._detail, self._cart)
         for code, build in enumerate(builders):
             rows = np.flatnonzero(scene == code)
             if rows.size == 0:
                 continue
-            cand, score, boost = build(uid[rows])
+            cand, score, boost = build(uid[rows], weights[rows])
+            self._mission_slots(uid[rows], code, cand, score)
             score = np.where(cand >= 0, score, -np.inf)
             # Duplicate candidates keep only their first occurrence.
             order = np.argsort(cand, axis=1, kind="stable")
@@ -541,20 +682,26 @@ class _Simulator:
 
         safe = np.maximum(items, 0)
         item_cat = cat.cat[safe]
-        interest = (
-            (users.fav_cat[uid][:, None, :] == item_cat[:, :, None]) * users.fav_w[uid][:, None, :]
-        ).sum(axis=2)
+        interest = ((users.fav_cat[uid][:, None, :] == item_cat[:, :, None]) * weights[:, None, :]).sum(
+            axis=2
+        )
         taste = np.einsum("ud,ukd->uk", users.vec[uid], cat.vec[safe]).astype(np.float64)
         affinity = config.interest_weight * interest + config.taste_weight * taste + cat.quality[safe]
+        affinity += self._context_affinity(uid, scene, items)
         position = np.arange(K_MAX)[None, :]
+        grid = np.zeros(n, bool)
+        if config.unordered_exposure > 0:
+            grid = rng.random(n) < config.unordered_exposure
         # Items already in the cart or bought before are far more likely to be clicked again.
-        click_logit = CLICK_BIAS[scene][:, None] + affinity - 0.05 * position + 2.0 * boosted
+        position_effect = 0.05 * position * ~grid[:, None]
+        click_logit = CLICK_BIAS[scene][:, None] + affinity - position_effect + 2.0 * boosted
         click = valid & (rng.random((n, K_MAX)) < _sigmoid(click_logit))
         cart = click & (rng.random((n, K_MAX)) < _sigmoid(CART_BIAS[scene][:, None] + 0.5 * affinity))
         pay = cart & (rng.random((n, K_MAX)) < _sigmoid(PAY_BIAS[scene][:, None] + 0.3 * affinity))
 
         # Impressions are logged as the user scrolls; deeper actions follow seconds to minutes later.
-        t_exp = ts[:, None] + position
+        # A grid is shown at once: every exposure shares the request's first second.
+        t_exp = ts[:, None] + position * ~grid[:, None]
         t_click = t_exp + 2 + rng.integers(0, 40, (n, K_MAX))
         t_cart = t_click + 5 + rng.exponential(60.0, (n, K_MAX)).astype(np.int64)
         t_pay = t_cart + 10 + rng.exponential(120.0, (n, K_MAX)).astype(np.int64)
@@ -594,7 +741,32 @@ class _Simulator:
         bought = (users.ring[u][:, :, None] == paid_items[:, None, :]).any(axis=2)
         users.ring[u] = np.where(bought, -1, users.ring[u])
         users.last_pay[u] = items[r, last_col - pay[r, ::-1].argmax(axis=1)]
+        if config.complement_chain > 0:
+            users.mission_left[uid] -= 1
+            users.mission[uid[users.mission_left[uid] <= 0]] = -1
+            self._after_purchase(u, users.last_pay[u])
         return end, clicked, carted, paid
+
+    def _context_affinity(self, uid: IntArr, scene: IntArr, items: IntArr) -> FloatArr:
+        """Click affinity the knobs add: complements on detail and cart pages are what the user
+        looks for there; mission items draw clicks, the last purchase and its substitutes fewer."""
+        config, cat, users = self.config, self.catalog, self.users
+        out = np.zeros(items.shape)
+        group = cat.group[np.maximum(items, 0)]
+        if config.scene_interest > 0:
+            viewed = np.where(scene == DETAIL, users.last_click[uid], -1)
+            # The cart page's accessories complement any carted item.
+            carted = np.where((scene == CART)[:, None], users.ring[uid], -1)
+            anchors = np.concatenate([viewed[:, None], carted], axis=1)
+            partner = np.where(anchors >= 0, cat.complement[cat.group[np.maximum(anchors, 0)]], -1)
+            is_partner = (group[:, :, None] == partner[:, None, :]).any(axis=2)
+            out += 2.0 * config.scene_interest * is_partner
+        if config.complement_chain > 0:
+            mission = users.mission[uid][:, None]
+            paid = users.paid_group[uid][:, None]
+            out += 2.0 * config.complement_chain * ((group == mission) & (mission >= 0))
+            out -= 2.0 * config.complement_chain * ((group == paid) & (paid >= 0))
+        return out
 
     def run_day(self, day: int, buffer: _Buffer) -> IntArr:
         """Simulates all visits of one day; returns each request's start ts, by request id offset."""
@@ -753,6 +925,27 @@ def _write_catalog(path: Path, config: SynthConfig, catalog: _Catalog, rng: np.r
             _write(fh, fields)
 
 
+@dataclass(frozen=True)
+class Structure:
+    """The hidden structure of a world's catalog, by item id: what the knobs act on."""
+
+    category: dict[str, int]
+    group: dict[str, int]  # sub-cluster ("product type")
+    complement: IntArr  # sub-cluster -> its complement sub-cluster
+
+
+def catalog_structure(config: SynthConfig) -> Structure:
+    """Rebuilds the catalog ``generate`` writes for ``config`` (its first draws) and returns its
+    structure, for analyses and tests of the knobs."""
+    catalog = _build_catalog(config, np.random.default_rng(config.seed))
+    ids = [f"i{e}" for e in catalog.external_id.tolist()]
+    return Structure(
+        category=dict(zip(ids, catalog.cat.tolist(), strict=True)),
+        group=dict(zip(ids, catalog.group.tolist(), strict=True)),
+        complement=catalog.complement,
+    )
+
+
 def generate(config: SynthConfig, out_dir: Path, progress: bool = True) -> dict[str, int]:
     """Writes out_dir/catalog.csv and out_dir/events.csv; returns counts (users, items, sessions, events).
 
@@ -774,7 +967,7 @@ def generate(config: SynthConfig, out_dir: Path, progress: bool = True) -> dict[
     carry: list[IntArr] = [np.zeros(0, np.int64) for _ in range(6)]
     with (out_dir / "events.csv").open("wb") as fh:
         fh.write(EVENTS_HEADER.encode())
-        for day in tqdm(range(config.n_days), desc="synth days", unit="day", disable=not progress):
+        for day in progress_bar(range(config.n_days), progress, desc="synth days", unit="day"):
             buffer = _Buffer([], [], [], [], [], [])
             base = sim.next_request
             request_start = sim.run_day(day, buffer)

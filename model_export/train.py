@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -23,18 +24,19 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
 from index.features import MAX_ITEMS_PER_SESSION, MAX_SESSIONS, Session
 from index.i2i import I2I_FILE
 from index.vocab import Vocabulary
-from model_export.baselines import fit_baselines
+from model_export.baselines import engaged_counts, fit_baselines, training_arrays
 from model_export.batches import Batch, TargetSet, make_ar_batch, make_nsp_batch
 from model_export.channel_fit import DEFAULT_NEIGHBOURS, channel_rankers, fit_channels
-from model_export.data import DAY, Dataset, EvalCase, load_dataset
+from model_export.data import DAY, Dataset, EvalCase, load_training_dataset
 from model_export.evaluate import item_matrix, model_ranker, user_matrix
-from model_export.losses import CountReduce, LossKind, target_loss
+from model_export.losses import CountReduce, LogExpectedCount, LossKind, target_loss
 from model_export.model import NSPConfig, NSPModel
+from model_export.negatives import NegativeSampler, SamplerKind
+from model_export.progress import progress_bar
 from model_export.ranking import evaluate
 from model_export.retrieval import VectorRanker
 
@@ -46,6 +48,7 @@ METRICS = "metrics.json"
 UNSEEN_SUFFIX = "_unseen"  # metrics.json: the same evaluation with seen items excluded
 CHANNELS = "channels.json"  # the fitted index.bundle.ChannelsSpec; beside it index.i2i.I2I_FILE
 SELECT_METRIC = "hr@100"
+LR_FLOOR = 0.1  # cosine decay ends at this share of the base lr
 EVAL_KS = (20, 100)
 # metrics.json key of each baseline, by its display name in model_export.baselines
 BASELINE_KEYS = {
@@ -67,7 +70,17 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.01
-    n_negatives: int = 1024  # uniform catalog negatives shared by the batch
+    n_negatives: int = 1024  # catalog negatives drawn per step, shared by the batch
+    # "popularity": drawn ∝ (training engagements + 1)^0.75 (model_export.negatives)
+    negative_sampler: SamplerKind = "uniform"
+    in_batch_negatives: bool = False  # the batch's other engaged target items are negatives too
+    # Subtract log Q (expected count among the negatives) from every candidate's logit; a
+    # no-op with uniform draws alone, so it matters only for popularity or in-batch negatives.
+    logq_correction: bool = True
+    drop_seen_targets: bool = False  # no targets the user had in an earlier session (exclude_seen)
+    warmup_steps: int = 0  # linear warm-up from lr / warmup_steps
+    lr_decay: Literal["none", "cosine"] = "none"  # cosine: to 10 % of lr at the last planned step
+    patience: int | None = None  # stop after this many epochs without a better validation HR@100
     windows_per_user: int = 2  # random history windows drawn per user per epoch
     max_sessions: int = MAX_SESSIONS
     max_items: int = MAX_ITEMS_PER_SESSION
@@ -134,6 +147,14 @@ class Parallel:
         reduce = self.count_reduce()
         return value if reduce is None else int(reduce(torch.tensor([value]))[0])
 
+    def rank_zero_says(self, flag: bool) -> bool:
+        """Rank 0's ``flag`` on every process (a decision only rank 0 can make, e.g. to stop)."""
+        if self.world == 1:
+            return flag
+        shared = torch.tensor([int(flag)])
+        dist.broadcast(shared, src=0)
+        return bool(shared[0])
+
 
 SINGLE = Parallel()
 
@@ -145,7 +166,9 @@ def batch_loss(
     vocab_tensors: tuple[torch.Tensor, torch.Tensor],
     negatives: torch.Tensor,
     parallel: Parallel = SINGLE,
+    log_q: LogExpectedCount | None = None,
 ) -> torch.Tensor:
+    """The step's loss; ``log_q``: the sampling correction (``negative_correction``)."""
     category, price = vocab_tensors
     count_reduce = parallel.count_reduce()
     hidden = model(batch.tokens)  # (B, T, D)
@@ -174,6 +197,8 @@ def batch_loss(
             config.scene_norm,
             model.config.n_scene_tokens,
             count_reduce,
+            config.in_batch_negatives,
+            log_q,
         )
         total = total + weight * parallel.world * term
     return total
@@ -188,15 +213,45 @@ class _BatchLoss(nn.Module):
         config: TrainConfig,
         vocab_tensors: tuple[torch.Tensor, torch.Tensor],
         parallel: Parallel,
+        log_q: LogExpectedCount | None,
     ) -> None:
         super().__init__()
         self.model = model
         self.config = config
         self.vocab_tensors = vocab_tensors
         self.parallel = parallel
+        self.log_q = log_q
 
     def forward(self, batch: Batch, negatives: torch.Tensor) -> torch.Tensor:
-        return batch_loss(self.model, batch, self.config, self.vocab_tensors, negatives, self.parallel)
+        return batch_loss(
+            self.model, batch, self.config, self.vocab_tensors, negatives, self.parallel, self.log_q
+        )
+
+
+def negative_sampler(dataset: Dataset, config: TrainConfig) -> NegativeSampler:
+    """The step's negative sampler; engagement counts (one pass over the training sessions)
+    only where the sampler or the correction needs them."""
+    if config.negative_sampler == "uniform" and not (config.in_batch_negatives and config.logq_correction):
+        return NegativeSampler.uniform(dataset.vocab.n_items)
+    counts = engaged_counts(training_arrays(dataset.train, dataset.vocab), dataset.vocab.n_items)
+    return NegativeSampler.fit(config.negative_sampler, counts)
+
+
+def negative_correction(sampler: NegativeSampler, config: TrainConfig) -> LogExpectedCount | None:
+    """log Q for the loss, or None where it would be a constant (uniform draws alone)."""
+    uniform_alone = sampler.kind == "uniform" and not config.in_batch_negatives
+    return None if uniform_alone or not config.logq_correction else sampler.log_expected_count
+
+
+def lr_factor(step: int, warmup_steps: int, decay: Literal["none", "cosine"], total_steps: int) -> float:
+    """Multiplier of the base lr at optimizer step ``step`` (0-based): linear warm-up to 1 over
+    ``warmup_steps``, then constant or a cosine to ``LR_FLOOR`` at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if decay == "none":
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return LR_FLOOR + (1.0 - LR_FLOOR) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def model_ranker_for(model: NSPModel, config: TrainConfig, vocab: Vocabulary) -> VectorRanker:
@@ -274,26 +329,32 @@ def train(
     rng = np.random.default_rng(config.seed)
     vocab = dataset.vocab
     model = start if start is not None else build_model(vocab, config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    vocab_tensors = (torch.from_numpy(vocab.item_category), torch.from_numpy(vocab.item_price))
-    step: nn.Module = _BatchLoss(model, config, vocab_tensors, parallel)
-    if parallel.world > 1:
-        step = DistributedDataParallel(step, find_unused_parameters=True)
-    progress = progress and parallel.rank == 0
     histories, lowest, window_start = training_examples(dataset, config.window_days)
     if not histories:
         raise NoTrainingData("no training user has a target session in the window")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    planned_steps = config.epochs * math.ceil(len(histories) * config.windows_per_user / config.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, config.warmup_steps, config.lr_decay, planned_steps)
+    )
+    sampler = negative_sampler(dataset, config)
+    vocab_tensors = (torch.from_numpy(vocab.item_category), torch.from_numpy(vocab.item_price))
+    step: nn.Module = _BatchLoss(model, config, vocab_tensors, parallel, negative_correction(sampler, config))
+    if parallel.world > 1:
+        step = DistributedDataParallel(step, find_unused_parameters=True)
+    progress = progress and parallel.rank == 0
     horizons = model.config.msp_horizons
     out_dir.mkdir(parents=True, exist_ok=True)
 
     best: dict[str, Any] = {"score": -1.0}
+    epochs_run = 0
     started = time.monotonic()
     for epoch in range(config.epochs):
         model.train()
         order = np.repeat(np.arange(len(histories)), config.windows_per_user)
         rng.shuffle(order)
         steps = range(0, len(order), config.batch_size)
-        bar = tqdm(steps, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
+        bar = progress_bar(steps, progress, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False)
         losses = []
         for offset in bar:
             picked = order[offset : offset + config.batch_size]
@@ -302,28 +363,36 @@ def train(
                 continue  # a last batch too small to give every process a shard (never alone)
             shard = slice(parallel.rank, None, parallel.world)
             chosen, ends = [histories[i] for i in picked[shard]], ends[shard]
+            drop_seen = config.drop_seen_targets
             if config.objective == "autoregressive":
-                batch = make_ar_batch(chosen, ends, vocab, config.ar_max_len)
+                batch = make_ar_batch(chosen, ends, vocab, config.ar_max_len, drop_seen)
             else:
-                batch = make_nsp_batch(chosen, ends, vocab, config.max_sessions, config.max_items, horizons)
+                batch = make_nsp_batch(
+                    chosen, ends, vocab, config.max_sessions, config.max_items, horizons, drop_seen
+                )
             if parallel.total(len(batch.targets.query)) == 0:
                 continue
-            negatives = torch.from_numpy(rng.integers(0, vocab.n_items, config.n_negatives))
+            negatives = sampler.draw(rng, config.n_negatives)
             loss = step(batch, negatives)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
+            scheduler.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
-        if parallel.rank != 0:
-            continue  # rank 0 alone selects, evaluates and writes the run
-        # Without validation cases there is nothing to select on: the last epoch is kept.
-        val = evaluate_cases(model, dataset.val, vocab, config) if dataset.val else {}
-        log.info("epoch %d: loss %.4f  val %s", epoch + 1, float(np.mean(losses or [0.0])), _fmt(val))
-        score = val[SELECT_METRIC] if val else float(epoch)
-        if score > best["score"]:
-            best = {"score": score, "epoch": epoch + 1, "state": _copy_state(model)}
+        epochs_run = epoch + 1
+        stop = False
+        if parallel.rank == 0:  # rank 0 alone selects, evaluates and writes the run
+            # Without validation cases there is nothing to select on: the last epoch is kept.
+            val = evaluate_cases(model, dataset.val, vocab, config) if dataset.val else {}
+            log.info("epoch %d: loss %.4f  val %s", epoch + 1, float(np.mean(losses or [0.0])), _fmt(val))
+            score = val[SELECT_METRIC] if val else float(epoch)
+            if score > best["score"]:
+                best = {"score": score, "epoch": epoch + 1, "state": _copy_state(model)}
+            stop = config.patience is not None and epoch + 1 - best["epoch"] >= config.patience
+        if parallel.rank_zero_says(stop):
+            break
 
     if parallel.rank != 0:
         return {}
@@ -361,7 +430,10 @@ def train(
     )
     vocab.save(out_dir)
     (out_dir / POPULARITY).write_text(json.dumps(dataset.popularity))
-    summary = {**results, "train": {"seconds": train_seconds, "best_epoch": float(best["epoch"])}}
+    summary = {
+        **results,
+        "train": {"seconds": train_seconds, "best_epoch": float(best["epoch"]), "epochs": float(epochs_run)},
+    }
     (out_dir / METRICS).write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -406,5 +478,7 @@ def run(
     val_days: int = 1,
     test_days: int = 1,
 ) -> dict[str, Any]:
-    dataset = load_dataset(events, catalog, val_days=val_days, test_days=test_days)
+    """``train`` on the log; a log ``load_training_dataset`` refuses raises its ``DataError``
+    before anything is written."""
+    dataset = load_training_dataset(events, catalog, val_days, test_days)
     return train(dataset, config, out_dir, progress)

@@ -19,9 +19,25 @@ DEFAULT_STATE = Path("var/pit")
 
 
 def _synth(args: argparse.Namespace) -> None:
-    from model_export.synth import SynthConfig, generate
+    from model_export.synth import SESSION_KNOBS, WORLDS, SynthConfig, generate
 
-    config = SynthConfig(n_users=args.users, n_items=args.items, n_days=args.days, seed=args.seed)
+    knobs = dict(WORLDS[args.world])
+    for knob in SESSION_KNOBS:
+        value = getattr(args, knob)
+        if value is not None:
+            if not 0.0 <= value <= 1.0:
+                raise SystemExit(f"--{knob.replace('_', '-')} must be between 0 and 1, got {value}")
+            knobs[knob] = value
+    config = SynthConfig(
+        n_users=args.users,
+        n_items=args.items,
+        n_days=args.days,
+        seed=args.seed,
+        scene_interest=knobs["scene_interest"],
+        time_interest=knobs["time_interest"],
+        complement_chain=knobs["complement_chain"],
+        unordered_exposure=knobs["unordered_exposure"],
+    )
     counts = generate(config, args.out, progress=not args.quiet)
     print(json.dumps({"out": str(args.out), **counts}))
 
@@ -37,17 +53,33 @@ def _data_instacart(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from model_export.train import TrainConfig, run
+    from model_export.data import DataError
+    from model_export.train import NoTrainingData, TrainConfig, run
 
     config = TrainConfig(
         epochs=args.epochs,
         seed=args.seed,
         threads=args.threads,
         window_days=args.window_days,
+        max_sessions=args.max_sessions,
+        negative_sampler=args.negatives,
+        in_batch_negatives=args.in_batch_negatives,
+        logq_correction=not args.no_logq_correction,
+        drop_seen_targets=args.drop_seen_targets,
+        warmup_steps=args.warmup_steps,
+        lr_decay=args.lr_decay,
+        patience=args.patience,
         model={"dim": args.dim, "dropout": args.dropout},
     )
     events, catalog = args.data / "events.csv", args.data / "catalog.csv"
-    summary = run(events, catalog, args.out, config, not args.quiet, args.val_days, args.test_days)
+    # Both refusals come before the run directory is created.
+    try:
+        summary = run(events, catalog, args.out, config, not args.quiet, args.val_days, args.test_days)
+    except DataError as exc:
+        raise SystemExit(f"not trained: {exc}") from exc
+    except NoTrainingData as exc:
+        hint = "widen --window-days, or lower --val-days or --test-days"
+        raise SystemExit(f"not trained: {exc}: {hint}") from exc
     if summary:  # under torchrun only rank 0 evaluates and writes the run
         print_quality(summary)
 
@@ -185,6 +217,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--items", type=int, default=5000)
     p.add_argument("--days", type=int, default=30)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--world",
+        choices=["base", "session"],
+        default="base",
+        help="base: session context barely matters; session: every session-context knob at 1",
+    )
+    for knob, what in (
+        ("scene-interest", "the scene decides which interests a request serves"),
+        ("time-interest", "hour and weekday modulate interests"),
+        ("complement-chain", "after a purchase the next requests turn to its complements"),
+        ("unordered-exposure", "share of requests shown as an unordered grid"),
+    ):
+        p.add_argument(f"--{knob}", type=float, default=None, help=f"0..1, overrides --world: {what}")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_synth)
 
@@ -194,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--source", type=Path, default=None, help="sample CSV (default: the installed package's)")
     p.set_defaults(func=_data_instacart)
+
+    from index.features import MAX_SESSIONS  # numpy only: no torch in the serving image
 
     p = sub.add_parser("train", help="train the NSP encoder; prints held-out quality vs popularity")
     p.add_argument("--data", type=Path, required=True, help="directory with events.csv and catalog.csv")
@@ -207,6 +254,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-days", type=int, default=1, help="days at the end of the log held out as test")
     p.add_argument(
         "--window-days", type=int, default=None, help="pretrain on the last N days (older: context)"
+    )
+    p.add_argument("--max-sessions", type=int, default=MAX_SESSIONS, help="history sessions the encoder sees")
+    p.add_argument(
+        "--negatives",
+        choices=["uniform", "popularity"],
+        default="uniform",
+        help="how the shared catalog negatives are drawn (popularity: ∝ (engagements + 1)^0.75)",
+    )
+    p.add_argument("--in-batch-negatives", action="store_true", help="other rows' targets are negatives too")
+    p.add_argument(
+        "--no-logq-correction", action="store_true", help="do not correct logits for the negatives' sampling"
+    )
+    p.add_argument(
+        "--drop-seen-targets", action="store_true", help="no targets from the user's earlier sessions"
+    )
+    p.add_argument("--warmup-steps", type=int, default=0, help="linear lr warm-up steps")
+    p.add_argument("--lr-decay", choices=["none", "cosine"], default="none", help="cosine: to 10%% of lr")
+    p.add_argument(
+        "--patience", type=int, default=None, help="stop after N epochs without a better validation HR@100"
     )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_train)

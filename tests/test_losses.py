@@ -1,12 +1,18 @@
-"""The training objectives: targets per horizon, cascade terms and per-scene normalisation."""
+"""The training objectives: targets per horizon, cascade terms, per-scene normalisation and the
+sampling correction."""
 
+from collections.abc import Callable
+
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from index.features import Session
 from index.vocab import Vocabulary
 from model_export.batches import TargetSet, make_ar_batch, make_nsp_batch
-from model_export.losses import scene_mean, target_loss
+from model_export.losses import LogExpectedCount, LossKind, scene_mean, target_loss
+from model_export.negatives import NegativeSampler
 
 T0 = 1767225600
 VOCAB = Vocabulary.build([f"i{i}" for i in range(10)], ["c"] * 10, list(range(10)), ["a", "b"])
@@ -108,3 +114,131 @@ def test_shards_with_reduced_counts_add_up_to_the_whole_batch(normalise: bool) -
     whole = scene_mean(losses, scenes, normalise)
     assert torch.isclose(parts[0] + parts[1], whole)
     assert not torch.isclose(scene_mean(losses[shards[0]], scenes[shards[0]], normalise) * 2, whole)
+
+
+def _sampled_world() -> tuple[
+    torch.Tensor, torch.Tensor, TargetSet, torch.Tensor, torch.Tensor, NegativeSampler
+]:
+    """Three rows over a 12-item catalog: item 3 is in rows 0 and 1 (never their negative),
+    item 8 in rows 1 and 2 (twice a negative of row 0); sampled negative 5 hits row 0's
+    session, 7 is drawn twice; popularity counts make Q differ per item."""
+    torch.manual_seed(0)
+    # Unit vectors as the model's; one per item: in-batch negatives reuse target vectors.
+    table = F.normalize(torch.randn(12, 4), dim=1)
+    users = F.normalize(torch.randn(3, 4), dim=1)
+    items = torch.tensor([[3, 5, 1, -1], [3, 8, 9, 2], [8, 4, -1, -1]])
+    targets = TargetSet(
+        query=torch.tensor([0, 1, 2]),
+        horizon=torch.tensor([0, 0, 0]),
+        items=items,
+        actions=torch.tensor([[2, 4, 1, 0], [3, 2, 2, 1], [2, 3, 0, 0]]),  # 1 and 2 only exposed
+        scene=torch.tensor([1, 2, 1]),
+    )
+    negatives = torch.tensor([5, 7, 7, 0, 11])
+    sampler = NegativeSampler.fit("popularity", np.array([9, 0, 4, 30, 1, 2, 0, 7, 5, 3, 0, 1]))
+    return users, table, targets, negatives, table[negatives], sampler
+
+
+def _reference(
+    users: torch.Tensor,
+    table: torch.Tensor,
+    targets: TargetSet,
+    negatives: torch.Tensor,
+    log_q: Callable[[torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """Cross-entropy of each engaged item against the sampled negatives and every other row's
+    engaged occurrences (not deduplicated), minus the rows' own items, logits at temperature
+    minus log Q; the mean over positives."""
+    temperature = 0.5
+    occurrences = [
+        int(i) for i, a in zip(targets.items.flatten(), targets.actions.flatten(), strict=True) if a >= 2
+    ]
+    losses = []
+    for row, user in enumerate(users):
+        own = set(targets.items[row].tolist())
+        others = [int(i) for i in negatives if int(i) not in own] + [i for i in occurrences if i not in own]
+        for item, action in zip(targets.items[row].tolist(), targets.actions[row].tolist(), strict=True):
+            if action < 2:
+                continue
+            candidates = torch.tensor([item, *others])
+            logits = table[candidates] @ user / temperature - log_q(candidates)
+            losses.append(F.cross_entropy(logits[None], torch.tensor([0])))
+    return torch.stack(losses).mean()
+
+
+@pytest.mark.parametrize("correct", [True, False])
+def test_log_q_corrected_loss_matches_a_direct_softmax(correct: bool) -> None:
+    users, table, targets, negatives, negative_vecs, sampler = _sampled_world()
+    m = int((targets.actions >= 2).sum())  # in-batch occurrences: M of Q = N·q + M·p
+
+    def log_q(items: torch.Tensor) -> torch.Tensor:
+        if not correct:
+            return torch.zeros(items.shape)
+        expected = len(negatives) * sampler.draw_probability[items] + m * sampler.target_share[items]
+        return expected.log().float()
+
+    got = target_loss(
+        users,
+        table[targets.items.clamp(min=0)],
+        negative_vecs,
+        negatives,
+        targets,
+        0.5,
+        "engaged",
+        False,
+        in_batch=True,
+        log_q=sampler.log_expected_count if correct else None,
+    )
+    torch.testing.assert_close(got, _reference(users, table, targets, negatives, log_q))
+
+
+@pytest.mark.parametrize("kind", ["engaged", "cascade"])
+def test_correcting_uniform_draws_leaves_the_loss_unchanged(kind: LossKind) -> None:
+    users, table, targets, negatives, negative_vecs, _ = _sampled_world()
+    uniform = NegativeSampler.uniform(12)
+    log_q = uniform.log_expected_count(negatives, len(negatives), 0)
+    np.testing.assert_allclose(log_q.numpy(), np.log(5 / 12), rtol=1e-6)  # a constant, not zero
+
+    def loss(log_q: LogExpectedCount | None) -> torch.Tensor:
+        item_vecs = table[targets.items.clamp(min=0)]
+        return target_loss(users, item_vecs, negative_vecs, negatives, targets, 0.05, kind, True, log_q=log_q)
+
+    torch.testing.assert_close(loss(uniform.log_expected_count), loss(None))  # float32 rounding only
+    popularity = NegativeSampler.fit("popularity", np.arange(12))
+    assert abs(loss(popularity.log_expected_count).item() - loss(None).item()) > 1e-2
+
+
+def test_in_batch_negatives_skip_the_rows_own_items() -> None:
+    """Row 0 holds a and b, row 1 b and c (all clicked); no sampled negatives. Row 0's only
+    in-batch negative is c, row 1's only a."""
+    a, b, c = 0, 1, 2
+    table = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    users = torch.tensor([[0.3, -0.5], [-0.2, 0.9]])
+    targets = TargetSet(
+        query=torch.tensor([0, 1]),
+        horizon=torch.tensor([0, 0]),
+        items=torch.tensor([[a, b], [b, c]]),
+        actions=torch.tensor([[2, 2], [2, 2]]),
+        scene=torch.tensor([1, 1]),
+    )
+    got = target_loss(
+        users,
+        table[targets.items],
+        torch.zeros(0, 2),
+        torch.zeros(0, dtype=torch.long),
+        targets,
+        1.0,
+        "engaged",
+        False,
+        in_batch=True,
+    )
+    s = users @ table.T
+    expected = torch.stack(
+        [
+            F.softplus(s[0, c] - s[0, a]),
+            F.softplus(s[0, c] - s[0, b]),
+            F.softplus(s[1, a] - s[1, b]),
+            F.softplus(s[1, a] - s[1, c]),
+        ]
+    ).mean()
+    torch.testing.assert_close(got, expected)

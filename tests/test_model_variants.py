@@ -8,9 +8,10 @@ import torch
 
 from index.features import Session, build_tokens
 from index.vocab import Vocabulary
-from model_export.batches import engaged_sequence
+from model_export.batches import engaged_sequence, make_nsp_batch
 from model_export.export import check_agreement, export_encoder
 from model_export.model import MoE, NSPConfig, NSPModel
+from model_export.train import TrainConfig, batch_loss
 
 T0 = 1767225600
 VOCAB = Vocabulary.build(
@@ -90,3 +91,19 @@ def test_msp_heads_differ_and_serving_uses_the_first() -> None:
     from model_export.model import Encoder
 
     np.testing.assert_allclose(Encoder(m)(tokens).detach().numpy(), heads[0].numpy(), atol=1e-6)
+
+
+def test_a_model_trained_on_40_sessions_exports_and_agrees_on_40(tmp_path: Path) -> None:
+    config = TrainConfig(max_sessions=40)
+    m = model().train()
+    batch = make_nsp_batch([history(45)], [44], VOCAB, config.max_sessions, config.max_items, horizons=1)
+    vocab_tensors = (torch.from_numpy(VOCAB.item_category), torch.from_numpy(VOCAB.item_price))
+    loss = batch_loss(m, batch, config, vocab_tensors, torch.arange(40))
+    loss.backward()
+    torch.optim.AdamW(m.parameters(), lr=config.lr).step()
+    m.eval()
+    sequences = [build_tokens(history(n), "a", T0 + 86400, VOCAB, config.max_sessions) for n in (3, 40)]
+    assert len(sequences[1]) > len(build_tokens(history(40), "a", T0 + 86400, VOCAB))  # past the default 20
+    path = tmp_path / "encoder.onnx"
+    export_encoder(m, path, sequences[0][None])
+    assert check_agreement(m, path, sequences) < 1e-4
