@@ -1,12 +1,19 @@
 """What the benchmark scripts share: latency summaries, waiting for a condition, a free port,
-starting a real ``nsprecall serve`` process, reading a ``service.metrics.Metrics`` registry, and
-when and from which commit a result was measured. Imported as ``benchlib`` (the scripts run from
+starting a real ``nsprecall serve`` process, reading a ``service.metrics.Metrics`` registry,
+when and from which commit a result was measured, caching finished runs, and the statistics of
+repeated runs (mean, sd, 95 % interval). Imported as ``benchlib`` (the scripts run from
 ``bench/``, which Python puts first on the path)."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import math
 import os
+import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -134,3 +141,121 @@ def committed_at(path: Path) -> dict[str, str]:
     )
     commit, _, date = done.stdout.strip().partition(" ")
     return {"generated_at": date or "unknown", "commit": commit or "unknown", "dirty": False}
+
+
+def cached(path: Path, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``compute()``'s result, from the JSON file ``path`` when a previous run wrote it (so an
+    interrupted benchmark resumes where it stopped), else computed and written there."""
+    if path.is_file():
+        return dict(json.loads(path.read_text()))
+    result = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def prepared(data: Path, prepare: Callable[[Path], object]) -> Path:
+    """The directory ``data``, written by ``prepare(directory)`` first where absent: into a
+    sibling renamed once complete, so an interrupted preparation is redone, never read
+    half-written."""
+    if not data.is_dir():
+        partial = data.with_name(f"{data.name}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        prepare(partial)
+        partial.rename(data)
+    return data
+
+
+def timed(compute: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    """``compute`` with its wall time added to its result as ``wall_seconds`` (for ``cached``:
+    the time a cached result took stays known when a later invocation reads it)."""
+
+    def run() -> dict[str, Any]:
+        started = time.perf_counter()
+        result = compute()
+        return {**result, "wall_seconds": time.perf_counter() - started}
+
+    return run
+
+
+def config_digest(config: Any) -> str:
+    """A short digest of a dataclass's fields, for cache file names: a run is re-done when any
+    field changes, a default included."""
+    text = json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def binomial_half_width(p: float, n: int) -> float:
+    """95 % half-width of a proportion over n cases (the case-sampling noise of HR@K)."""
+    return 1.96 * math.sqrt(max(p * (1 - p), 0.0) / n) if n else 0.0
+
+
+# t(0.975, df) for df = 1..9 (up to 10 samples); beyond, a Cornish-Fisher expansion in 1/df.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262)
+_Z975 = 1.959964
+
+
+def t975(df: int) -> float:
+    """The two-sided 95 % quantile t(0.975, df) of Student's t (within 0.01 % for df >= 10)."""
+    if df < 1:
+        raise ValueError("a t interval needs at least one degree of freedom")
+    if df <= len(_T975):
+        return _T975[df - 1]
+    z = _Z975
+    return (
+        z
+        + (z**3 + z) / (4 * df)
+        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Interval:
+    """Mean, sample standard deviation and 95 % t interval of n repeated measurements
+    (``half_width`` = t(0.975, n-1) * sd / sqrt(n); NaN, and sd 0, with one value)."""
+
+    n: int
+    mean: float
+    sd: float
+    half_width: float
+
+    @classmethod
+    def of(cls, values: list[float]) -> Interval:
+        if not values:
+            raise ValueError("no values")
+        n, mean = len(values), statistics.fmean(values)
+        if n == 1:
+            return cls(1, mean, 0.0, math.nan)
+        sd = statistics.stdev(values)
+        return cls(n, mean, sd, t975(n - 1) * sd / math.sqrt(n))
+
+    @property
+    def low(self) -> float:
+        return self.mean - self.half_width
+
+    @property
+    def high(self) -> float:
+        return self.mean + self.half_width
+
+    def excludes(self, value: float) -> bool:
+        """The 95 % interval lies wholly above or below ``value`` (False with one value)."""
+        return not math.isnan(self.half_width) and (self.low > value or self.high < value)
+
+    def mean_sd(self, digits: int = 4) -> str:
+        """``mean ± sd``, or the value alone when there is one."""
+        if self.n == 1:
+            return f"{self.mean:.{digits}f}"
+        return f"{self.mean:.{digits}f} ± {self.sd:.{digits}f}"
+
+    def ci(self, digits: int = 4) -> str:
+        """``[low, high]``, or ``-`` when one value gives no interval."""
+        if self.n == 1:
+            return "-"
+        return f"[{self.low:.{digits}f}, {self.high:.{digits}f}]"
+
+    def to_dict(self) -> dict[str, float | int | None]:
+        """For JSON: without NaN (``None`` where one value gives no interval)."""
+        if self.n == 1:
+            return {"n": 1, "mean": self.mean, "sd": None, "ci95_low": None, "ci95_high": None}
+        return {"n": self.n, "mean": self.mean, "sd": self.sd, "ci95_low": self.low, "ci95_high": self.high}

@@ -24,7 +24,6 @@ import argparse
 import importlib.util
 import json
 import logging
-import math
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchlib import binomial_half_width, cached  # noqa: E402
 
 from index.bundle import ChannelsSpec, HnswParams  # noqa: E402
 from index.i2i import I2I_FILE, I2IParams, ItemToItem  # noqa: E402
@@ -121,15 +122,6 @@ def load(name: str) -> Dataset:
     if not (data / "events.csv").is_file():
         spec.prepare(data)
     return load_dataset(data / "events.csv", data / "catalog.csv", spec.val_days, spec.test_days)
-
-
-def _cached(path: Path, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    if path.is_file():
-        return dict(json.loads(path.read_text()))
-    result = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
-    return result
 
 
 def judge_baselines(dataset: Dataset) -> dict[str, Any]:
@@ -251,10 +243,10 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                 },
             )
             if "baselines" not in entry:
-                entry["baselines"] = _cached(
+                entry["baselines"] = cached(
                     WORK / name / "baselines.json", lambda d=dataset: judge_baselines(d)
                 )
-                entry["neighbours"] = _cached(
+                entry["neighbours"] = cached(
                     WORK / name / "neighbours.json", lambda d=dataset: judge_neighbours(d)
                 )
             for label, overrides, seed, hnsw in phase:
@@ -271,7 +263,7 @@ def run_all(args: argparse.Namespace) -> dict[str, Any]:
                 log.info("%s / %s / seed %d", name, label, seed)
                 run_dir = WORK / "runs" / name / f"{slug}-seed{seed}"
                 cache = WORK / name / f"{slug}-seed{seed}.json"
-                result = _cached(
+                result = cached(
                     cache, lambda c=config, r=run_dir, h=hnsw, d=dataset: train_and_judge(d, c, r, h)
                 )
                 if args.refit_channels and "channels" in result and (run_dir / CHANNELS).is_file():
@@ -401,11 +393,6 @@ def write_report(results: dict[str, Any]) -> str:
 CHANNEL_ORDER = ("nsp", "history", "i2i", "popular")
 
 
-def _binomial_half_width(p: float, n: int) -> float:
-    """95 % half-width of a proportion over n cases (the case-sampling noise of HR@K)."""
-    return 1.96 * math.sqrt(max(p * (1 - p), 0.0) / n) if n else 0.0
-
-
 def _channel_report(entry: dict[str, Any]) -> list[str]:
     """Each channel alone, the merge and the oracle union; unique hits; leave-one-out; the
     fitted fusion; and the i2i neighbours table."""
@@ -422,7 +409,7 @@ def _channel_report(entry: dict[str, Any]) -> list[str]:
         f"merge, which cuts to K. NSP runs: {len(runs)} seeds (mean ± sd); the "
         f"history, i2i and popular channels and the merge weights are fitted on validation per seed. "
         f"{n_cases} test cases: the 95 % case-sampling noise of an HR near 0.5 is "
-        f"±{_binomial_half_width(0.5, n_cases):.3f}.",
+        f"±{binomial_half_width(0.5, n_cases):.3f}.",
         "",
     ]
     for view, title in (("all", "all items (exclude_seen=false)"), ("unseen", "seen items excluded")):
@@ -546,7 +533,7 @@ def _merge_targets(runs: list[dict[str, Any]], n_cases: int) -> list[str]:
         for k in KS:
             best_k = max(singles, key=lambda n: mean(f"hr@{k}", n))
             gap = mean(f"hr@{k}") - mean(f"hr@{k}", best_k)
-            noise = _binomial_half_width(mean(f"hr@{k}", best_k), n_cases)
+            noise = binomial_half_width(mean(f"hr@{k}", best_k), n_cases)
             state = (
                 "above" if gap >= 0 else ("below, within noise" if -gap <= noise else "BELOW beyond noise")
             )

@@ -80,7 +80,9 @@ class TrainConfig:
     drop_seen_targets: bool = False  # no targets the user had in an earlier session (exclude_seen)
     warmup_steps: int = 0  # linear warm-up from lr / warmup_steps
     lr_decay: Literal["none", "cosine"] = "none"  # cosine: to 10 % of lr at the last planned step
-    patience: int | None = None  # stop after this many epochs without a better validation HR@100
+    # Stop after this many epochs without a better validation HR@100 (with seen items excluded
+    # when ``drop_seen_targets``: the metric of the deployment such a model is trained for).
+    patience: int | None = None
     windows_per_user: int = 2  # random history windows drawn per user per epoch
     max_sessions: int = MAX_SESSIONS
     max_items: int = MAX_ITEMS_PER_SESSION
@@ -388,6 +390,10 @@ def train(
             val = evaluate_cases(model, dataset.val, vocab, config) if dataset.val else {}
             log.info("epoch %d: loss %.4f  val %s", epoch + 1, float(np.mean(losses or [0.0])), _fmt(val))
             score = val[SELECT_METRIC] if val else float(epoch)
+            if val and config.drop_seen_targets:
+                # Trained for a deployment that excludes seen items: selected as it will be judged.
+                ranker = model_ranker_for(model, config, vocab)
+                score = evaluate(ranker, dataset.val, vocab, EVAL_KS, exclude_seen=True)[SELECT_METRIC]
             if score > best["score"]:
                 best = {"score": score, "epoch": epoch + 1, "state": _copy_state(model)}
             stop = config.patience is not None and epoch + 1 - best["epoch"] >= config.patience
