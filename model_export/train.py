@@ -392,8 +392,8 @@ def train(
             score = val[SELECT_METRIC] if val else float(epoch)
             if val and config.drop_seen_targets:
                 # Trained for a deployment that excludes seen items: selected as it will be judged.
-                ranker = model_ranker_for(model, config, vocab)
-                score = evaluate(ranker, dataset.val, vocab, EVAL_KS, exclude_seen=True)[SELECT_METRIC]
+                unseen = evaluate(model_ranker_for(model, config, vocab), dataset.val, vocab, EVAL_KS, True)
+                score = unseen[SELECT_METRIC]
             if score > best["score"]:
                 best = {"score": score, "epoch": epoch + 1, "state": _copy_state(model)}
             stop = config.patience is not None and epoch + 1 - best["epoch"] >= config.patience
