@@ -3,13 +3,15 @@ and (b) the training options, each toggled from the served default model, on the
 and on the Instacart sample, every row with several seeds and its paired difference to the
 reference row (full / default).
 
-    .venv/bin/python bench/ablations.py [--seeds 0 1 2] [--datasets session instacart]
+    .venv/bin/python bench/ablations.py [--seeds 0] [--paper-seeds 0 1 2] [--datasets session instacart]
                                         [--parts paper options] [--epochs N] [--smoke]
 
 The rows are data (``PAPER_ROWS``, ``OPTION_ROWS``: label -> ``TrainConfig`` overrides); an
 option row that trains exactly as the default does (its value is the default's, or it is a
-no-op there) is skipped and listed as such. Epochs per dataset as ``bench/quality.py``'s
-``DATASETS`` say (the session world takes its "synthetic" entry) unless ``--epochs``; the epoch
+no-op there) is skipped and listed as such. Option rows train up to ``--epochs`` (10), paper
+rows as ``bench/quality.py``'s ``DATASETS`` say (the session world takes its "synthetic" entry:
+3 epochs; Instacart 20) unless ``--paper-epochs``; every row stops early after ``--patience``
+(2) epochs without a better validation HR@100 unless the row sets its own; the epoch
 is selected on validation HR@100, and every row is judged on the test cases with seen items
 kept and excluded (``bench/quality.py``'s ``train_and_judge``).
 
@@ -71,7 +73,6 @@ OPTION_ROWS: dict[str, dict[str, Any]] = {
     "warm-up 50 steps + cosine decay": {"warmup_steps": 50, "lr_decay": "cosine"},
     "no warm-up, constant lr": {"warmup_steps": 0, "lr_decay": "none"},
     "early stopping (patience 2)": {"patience": 2},
-    "no early stopping": {"patience": None},
     "drop seen targets on": {"drop_seen_targets": True},
     "drop seen targets off": {"drop_seen_targets": False},
     "max_sessions 40": {"max_sessions": 40},
@@ -182,23 +183,34 @@ def plan_rows(
     return run, skipped
 
 
+def part_epochs(args: argparse.Namespace, part: str) -> int | None:
+    """The epochs a part asks for (None: the dataset's own)."""
+    epochs: int | None = args.paper_epochs if part == "paper" else args.epochs
+    return epochs
+
+
+def part_seeds(args: argparse.Namespace, part: str) -> list[int]:
+    seeds: list[int] = args.paper_seeds if part == "paper" and args.paper_seeds else args.seeds
+    return seeds
+
+
 def run_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     specs = dataset_specs(args)
     plans = {}
     for name in args.datasets:
-        epochs = args.epochs or specs[name].epochs
         for part in args.parts:
+            epochs = part_epochs(args, part) or specs[name].epochs
             _, rows, reference = PARTS[part]
             run, skipped = plan_rows(rows, reference, epochs, args.model, args.patience)
             plans[name, part] = (run[: args.max_rows], skipped, epochs)
-    total = sum(len(run) * len(args.seeds) for run, _, _ in plans.values())
+    total = sum(len(run) * len(part_seeds(args, part)) for (_, part), (run, _, _) in plans.items())
     done = 0
     results: dict[str, Any] = {}
     for name in args.datasets:
         key = data_key(args, name)
         dataset = load(work, key, specs[name])
         entry: dict[str, Any] = {
-            "epochs": args.epochs or specs[name].epochs,
+            "epochs": {part: plans[name, part][2] for part in args.parts},
             "users": len(dataset.train),
             "items": dataset.vocab.n_items,
             "cases": {"val": len(dataset.val), "test": len(dataset.test)},
@@ -210,7 +222,7 @@ def run_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             out: dict[str, Any] = {"reference": reference, "skipped": skipped, "rows": {}}
             for label in labels:
                 runs = {}
-                for seed in args.seeds:
+                for seed in part_seeds(args, part):
                     done += 1
                     config = config_for(rows[label], seed, epochs, args.model, args.patience)
                     slug = f"{part}-seed{seed}-{config_digest(config)}"
@@ -265,7 +277,9 @@ def write_report(results: dict[str, Any]) -> str:
         + "; do not edit by hand. Regenerate with `.venv/bin/python bench/ablations.py` "
         f"(`{results['command']}` made this page).",
         "",
-        f"Seeds {settings['seeds']}; each row trains the encoder alone (no channels), the epoch "
+        f"Seeds {settings['seeds']} (paper rows: {settings['paper_seeds'] or settings['seeds']}, "
+        f"early stopping after {settings['patience']} epochs without improvement); each row trains "
+        "the encoder alone (no channels), the epoch "
         "selected on validation HR@100, and is judged on the test cases over the full catalog "
         "(`bench/quality.py`'s harness). Session world: "
         f"{settings['users']} users x {settings['items']} items x {settings['days']} days, every "
@@ -294,7 +308,9 @@ def write_report(results: dict[str, Any]) -> str:
             f"## {name}",
             "",
             f"{entry['users']} training users, {entry['items']} items, {entry['cases']['val']} validation "
-            f"and {cases} test cases; epochs: {entry['epochs']}. Case-sampling noise of an HR near 0.5: "
+            f"and {cases} test cases; epochs (max): "
+            + ", ".join(f"{part} {epochs}" for part, epochs in entry["epochs"].items())
+            + f". Case-sampling noise of an HR near 0.5: "
             f"±{binomial_half_width(0.5, cases):.3f} (95 %).",
             "",
         ]
@@ -376,14 +392,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="option rows")
     parser.add_argument(
         "--datasets", nargs="+", default=["session", "instacart"], choices=["session", "instacart"]
     )
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=list(PARTS))
-    parser.add_argument("--epochs", type=int, default=None, help="override every dataset's epochs")
     parser.add_argument(
-        "--patience", type=int, default=None, help="early stopping for every row that does not set its own"
+        "--epochs", type=int, default=10, help="option rows, every dataset (early stopping cuts it short)"
+    )
+    parser.add_argument(
+        "--paper-epochs", type=int, default=None, help="paper rows: override the dataset's epochs"
+    )
+    parser.add_argument(
+        "--paper-seeds", nargs="*", type=int, default=[0, 1, 2], help="paper rows (empty: --seeds)"
+    )
+    parser.add_argument(
+        "--patience", type=int, default=2, help="early stopping for every row that does not set its own"
     )
     parser.add_argument("--users", type=int, default=2000, help="session world size")
     parser.add_argument("--items", type=int, default=5000)
@@ -395,7 +419,7 @@ def main() -> None:
     work = ROOT / "var" / "bench" / NAME
     out = DOCS
     if args.smoke:
-        args.seeds, args.epochs, args.max_rows = [0], 1, 2
+        args.seeds, args.epochs, args.paper_epochs, args.paper_seeds, args.max_rows = [0], 1, 1, None, 2
         args.users, args.items, args.days = 300, 1000, 14
         args.model = {"dim": 16}
         work = out = ROOT / "var" / "bench" / f"{NAME}-smoke"
@@ -417,6 +441,9 @@ def main() -> None:
             "seeds": args.seeds,
             "parts": args.parts,
             "epochs": args.epochs,
+            "paper_epochs": args.paper_epochs,
+            "paper_seeds": args.paper_seeds,
+            "patience": args.patience,
             "users": args.users,
             "items": args.items,
             "days": args.days,

@@ -1,8 +1,8 @@
 """Scaling on the session world: NSP's HR@100 against model size (dim x layers) and against
 training data (training users), each with a least-squares line of HR@100 on log10(x).
 
-    .venv/bin/python bench/scaling.py [--seeds 0] [--sizes 32x1 64x2 128x2 256x2]
-                                      [--fractions 0.125 0.25 0.5 1] [--users 4000] [--epochs 10]
+    .venv/bin/python bench/scaling.py [--seeds 0] [--sizes 32x1 64x1 64x2 128x2]
+                                      [--fractions 0.125 0.25 0.5 1] [--users 2000] [--epochs 8]
                                       [--smoke]
 
 One session world (every session-context knob at 1, world seed 0) of ``--users`` users. The size
@@ -359,7 +359,7 @@ def main() -> None:
     )
     default_size = (NSPConfig.dim, NSPConfig.n_layers)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--sizes", nargs="+", type=parse_size, default=[(32, 1), (64, 2), (128, 2), (256, 2)])
+    parser.add_argument("--sizes", nargs="+", type=parse_size, default=[(32, 1), (64, 1), (64, 2), (128, 2)])
     parser.add_argument(
         "--data-size",
         type=parse_size,
@@ -367,14 +367,14 @@ def main() -> None:
         help="model of the data sweep (default: NSPConfig's)",
     )
     parser.add_argument("--fractions", nargs="+", type=float, default=[0.125, 0.25, 0.5, 1.0])
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument(
         "--patience",
         type=int,
         default=2,
         help="stop after this many epochs without a better validation HR@100",
     )
-    parser.add_argument("--users", type=int, default=4000)
+    parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--items", type=int, default=5000)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--smoke", action="store_true", help="a tiny run end to end, into var/bench/")

@@ -2,7 +2,7 @@
 world, on each session-context knob of ``model_export.synth`` alone, and on the session world
 (every knob at 1), side by side in one run.
 
-    .venv/bin/python bench/worlds.py [--seeds 0 1 2] [--knob-seeds 0] [--epochs 10]
+    .venv/bin/python bench/worlds.py [--seeds 0 1 2] [--knob-seeds 0] [--epochs 8]
                                      [--users 2000] [--items 5000] [--days 30] [--smoke]
 
 One world per knob setting (world seed 0, the same users and catalog draws); the training seed
@@ -348,7 +348,7 @@ def main() -> None:
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="base and session worlds")
     parser.add_argument("--knob-seeds", nargs="*", type=int, default=[0], help="single-knob worlds")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument(
         "--patience",
         type=int,
