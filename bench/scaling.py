@@ -205,11 +205,13 @@ def fit(points: dict[str, Any], axis: str, view: str) -> dict[str, Any] | None:
         if len(set(xs.tolist())) >= 2:
             per_seed[seed] = float(np.polyfit(xs, ys, 1)[0])
     signs = {math.copysign(1.0, s) for s in per_seed.values()}
-    clear = not math.isnan(half_width) and abs(slope) > half_width and len(signs) == 1
+    clear = bool(not math.isnan(half_width) and abs(slope) > half_width and len(signs) == 1)
     return {
         "slope_per_decade": float(slope),
         "intercept": float(intercept),
-        "slope_ci95": None if math.isnan(half_width) else [slope - half_width, slope + half_width],
+        "slope_ci95": None
+        if math.isnan(half_width)
+        else [float(slope - half_width), float(slope + half_width)],
         "per_seed_slopes": per_seed,
         "points": n,
         "clear_trend": clear,
