@@ -239,12 +239,17 @@ def run_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     done += 1
                     config = config_for(rows[label], seed, epochs, args.model, dataset_patience(args, name))
                     slug = f"{part}-seed{seed}-{config_digest(config)}"
+                    if args.report_only and not (work / key / f"{slug}.json").is_file():
+                        continue
                     log.info("[%d/%d] %s / %s / %s / seed %d", done, total, name, part, label, seed)
                     runs[str(seed)] = cached(
                         work / key / f"{slug}.json",
                         timed(partial(train_and_judge, dataset, config, work / "runs" / key / slug, False)),
                     )
-                out["rows"][label] = {"overrides": rows[label], "runs": runs}
+                if runs:
+                    out["rows"][label] = {"overrides": rows[label], "runs": runs}
+            if reference not in out["rows"]:
+                continue
             for row in out["rows"].values():
                 row["stats"] = row_stats(row["runs"], out["rows"][reference]["runs"])
             entry["parts"][part] = out
@@ -381,6 +386,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
     )
     for axes_row, (name, entry) in zip(axes, datasets.items(), strict=True):
         for ax, part_name in zip(axes_row, parts, strict=True):
+            if part_name not in entry["parts"]:  # --report-only before any run of the part
+                ax.set_axis_off()
+                continue
             part = entry["parts"][part_name]
             labels, means, errors, colours = [], [], [], []
             for label, row in part["rows"].items():
@@ -426,6 +434,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=2000, help="session world size")
     parser.add_argument("--items", type=int, default=5000)
     parser.add_argument("--days", type=int, default=30)
+    parser.add_argument(
+        "--report-only", action="store_true", help="write the page from the finished runs, train nothing"
+    )
     parser.add_argument("--smoke", action="store_true", help="a tiny run end to end, into var/bench/")
     args = parser.parse_args()
     args.model, args.max_rows = {}, None
