@@ -63,7 +63,8 @@ BASELINE_KEYS = {
 class TrainConfig:
     objective: Literal["nsp", "autoregressive"] = "nsp"
     loss: LossKind = "engaged"  # "cascade" measured worse on validation (docs/benchmarks/quality.md)
-    scene_norm: bool = True  # per-scene loss normalisation
+    # Per-scene loss normalisation: off since it measured worse (docs/model.md#quality).
+    scene_norm: bool = False
     msp_weight: float = 0.5  # weight of horizons ≥ 2 relative to the next session
     moe_aux_weight: float = 0.01  # router balance loss
     epochs: int = 5  # validation HR@100 flattens after ~3-5 epochs on the demo world
@@ -78,8 +79,10 @@ class TrainConfig:
     # no-op with uniform draws alone, so it matters only for popularity or in-batch negatives.
     logq_correction: bool = True
     drop_seen_targets: bool = False  # no targets the user had in an earlier session (exclude_seen)
-    warmup_steps: int = 0  # linear warm-up from lr / warmup_steps
-    lr_decay: Literal["none", "cosine"] = "none"  # cosine: to 10 % of lr at the last planned step
+    # Linear warm-up from lr / warmup_steps, then cosine decay to 10 % of lr at the last planned
+    # step: measured better than a constant lr (docs/model.md#quality).
+    warmup_steps: int = 50
+    lr_decay: Literal["none", "cosine"] = "cosine"
     # Stop after this many epochs without a better validation HR@100 (with seen items excluded
     # when ``drop_seen_targets``: the metric of the deployment such a model is trained for).
     patience: int | None = None

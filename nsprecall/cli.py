@@ -68,6 +68,7 @@ def _train(args: argparse.Namespace) -> None:
         drop_seen_targets=args.drop_seen_targets,
         warmup_steps=args.warmup_steps,
         lr_decay=args.lr_decay,
+        scene_norm=args.scene_norm,
         patience=args.patience,
         model={"dim": args.dim, "dropout": args.dropout},
     )
@@ -269,8 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--drop-seen-targets", action="store_true", help="no targets from the user's earlier sessions"
     )
-    p.add_argument("--warmup-steps", type=int, default=0, help="linear lr warm-up steps")
-    p.add_argument("--lr-decay", choices=["none", "cosine"], default="none", help="cosine: to 10%% of lr")
+    p.add_argument("--warmup-steps", type=int, default=50, help="linear lr warm-up steps")
+    p.add_argument("--lr-decay", choices=["none", "cosine"], default="cosine", help="cosine: to 10%% of lr")
+    p.add_argument("--scene-norm", action="store_true", help="average the loss within each scene first")
     p.add_argument(
         "--patience", type=int, default=None, help="stop after N epochs without a better validation HR@100"
     )
