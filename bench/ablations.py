@@ -215,6 +215,8 @@ def run_all(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             epochs = part_epochs(args, part) or specs[name].epochs
             _, rows, reference = PARTS[part]
             run, skipped = plan_rows(rows, reference, epochs, args.model, dataset_patience(args, name))
+            if args.rows:  # the reference row always runs: every row is compared with it
+                run = [label for label in run if label == reference or label in args.rows]
             plans[name, part] = (run[: args.max_rows], skipped, epochs)
     total = sum(len(run) * len(part_seeds(args, part)) for (_, part), (run, _, _) in plans.items())
     done = 0
@@ -437,6 +439,7 @@ def main() -> None:
     parser.add_argument(
         "--report-only", action="store_true", help="write the page from the finished runs, train nothing"
     )
+    parser.add_argument("--rows", nargs="*", default=None, help="only these row labels (and the reference)")
     parser.add_argument("--smoke", action="store_true", help="a tiny run end to end, into var/bench/")
     args = parser.parse_args()
     args.model, args.max_rows = {}, None
