@@ -160,10 +160,10 @@ def config_for(
 def effective(config: TrainConfig) -> TrainConfig:
     """``config`` with the settings that cannot change its training set as the default's, so a
     no-op row compares equal to the reference: the log Q correction with uniform draws alone
-    (``model_export.train.negative_correction``), and a patience that cannot stop before the
+    (``TrainConfig.uniform_negatives_alone``), and a patience that cannot stop before the
     last epoch (a stop needs ``patience`` epochs after the best, which is at least the first)."""
     default = TrainConfig()
-    if config.negative_sampler == "uniform" and not config.in_batch_negatives:
+    if config.uniform_negatives_alone:
         config = dataclasses.replace(config, logq_correction=default.logq_correction)
     if config.patience is not None and config.patience >= config.epochs - 1:
         config = dataclasses.replace(config, patience=None)

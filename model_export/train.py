@@ -102,6 +102,11 @@ class TrainConfig:
     i2i_neighbours: int = DEFAULT_NEIGHBOURS
     model: dict[str, Any] = field(default_factory=dict)  # overrides of NSPConfig defaults
 
+    @property
+    def uniform_negatives_alone(self) -> bool:
+        """Uniform draws and no in-batch negatives: log Q is a constant, the correction a no-op."""
+        return self.negative_sampler == "uniform" and not self.in_batch_negatives
+
 
 def _subset(targets: TargetSet, keep: torch.Tensor) -> TargetSet:
     return TargetSet(
@@ -236,7 +241,8 @@ class _BatchLoss(nn.Module):
 def negative_sampler(dataset: Dataset, config: TrainConfig) -> NegativeSampler:
     """The step's negative sampler; engagement counts (one pass over the training sessions)
     only where the sampler or the correction needs them."""
-    if config.negative_sampler == "uniform" and not (config.in_batch_negatives and config.logq_correction):
+    corrected = config.logq_correction and not config.uniform_negatives_alone
+    if config.negative_sampler == "uniform" and not corrected:
         return NegativeSampler.uniform(dataset.vocab.n_items)
     counts = engaged_counts(training_arrays(dataset.train, dataset.vocab), dataset.vocab.n_items)
     return NegativeSampler.fit(config.negative_sampler, counts)
@@ -244,8 +250,8 @@ def negative_sampler(dataset: Dataset, config: TrainConfig) -> NegativeSampler:
 
 def negative_correction(sampler: NegativeSampler, config: TrainConfig) -> LogExpectedCount | None:
     """log Q for the loss, or None where it would be a constant (uniform draws alone)."""
-    uniform_alone = sampler.kind == "uniform" and not config.in_batch_negatives
-    return None if uniform_alone or not config.logq_correction else sampler.log_expected_count
+    applies = config.logq_correction and not config.uniform_negatives_alone
+    return sampler.log_expected_count if applies else None
 
 
 def lr_factor(step: int, warmup_steps: int, decay: Literal["none", "cosine"], total_steps: int) -> float:
