@@ -41,14 +41,16 @@ from benchlib import (  # noqa: E402
     binomial_half_width,
     cached,
     config_digest,
+    generate_world,
     prepared,
     provenance,
+    synthetic_world,
     timed,
 )
 from quality import ABLATIONS, DATASETS, FULL, DatasetSpec, train_and_judge  # noqa: E402
 
 from model_export.data import Dataset, load_dataset  # noqa: E402
-from model_export.synth import SESSION_WORLD, SynthConfig, generate  # noqa: E402
+from model_export.synth import SESSION_WORLD  # noqa: E402
 from model_export.train import TrainConfig  # noqa: E402
 
 log = logging.getLogger("bench.ablations")
@@ -96,25 +98,17 @@ COLUMNS = (
 )
 
 
-def session_world(args: argparse.Namespace) -> SynthConfig:
-    settings: dict[str, Any] = {**SESSION_WORLD, "n_users": args.users, "n_items": args.items}
-    return SynthConfig(**settings, n_days=args.days, seed=0)
-
-
 def dataset_specs(args: argparse.Namespace) -> dict[str, DatasetSpec]:
     """The session world (sized by ``--users/--items/--days``, with quality.py's synthetic
     split and epochs) and quality.py's Instacart sample (under ``--smoke`` its first
     ``SMOKE_INSTACART_USERS`` users only)."""
-    world = session_world(args)
-
-    def prepare_session(out: Path) -> None:
-        generate(world, out, progress=False)
+    _, world = synthetic_world(args, SESSION_WORLD)
 
     def prepare_small_instacart(out: Path) -> None:
         _prepare_small(DATASETS["instacart"], out)
 
     return {
-        "session": dataclasses.replace(DATASETS["synthetic"], prepare=prepare_session),
+        "session": dataclasses.replace(DATASETS["synthetic"], prepare=generate_world(world)),
         "instacart": (
             dataclasses.replace(DATASETS["instacart"], prepare=prepare_small_instacart)
             if args.smoke
@@ -138,7 +132,7 @@ def _prepare_small(spec: DatasetSpec, out: Path) -> None:
 
 def data_key(args: argparse.Namespace, name: str) -> str:
     if name == "session":
-        return f"session-u{args.users}-i{args.items}-d{args.days}-{config_digest(session_world(args))}"
+        return f"session-{synthetic_world(args, SESSION_WORLD)[0]}"
     return f"{name}-u{SMOKE_INSTACART_USERS}" if args.smoke else name
 
 

@@ -259,3 +259,20 @@ class Interval:
         if self.n == 1:
             return {"n": 1, "mean": self.mean, "sd": None, "ci95_low": None, "ci95_high": None}
         return {"n": self.n, "mean": self.mean, "sd": self.sd, "ci95_low": self.low, "ci95_high": self.high}
+
+
+def synthetic_world(args: Any, knobs: Mapping[str, float]) -> tuple[str, Any]:
+    """The synthetic world ``--users/--items/--days`` with ``knobs`` (world seed 0) and the
+    directory name of its data and cached runs without the world's name: its size and a
+    digest of its whole config, so a changed knob or default is a new world."""
+    from model_export.synth import SynthConfig
+
+    config = SynthConfig(**knobs, n_users=args.users, n_items=args.items, n_days=args.days, seed=0)
+    return f"u{args.users}-i{args.items}-d{args.days}-{config_digest(config)}", config
+
+
+def generate_world(config: Any) -> Callable[[Path], object]:
+    """``prepared``'s writer of the synthetic world ``config``."""
+    from model_export.synth import generate
+
+    return lambda out: generate(config, out, progress=False)

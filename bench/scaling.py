@@ -43,8 +43,10 @@ from benchlib import (  # noqa: E402
     binomial_half_width,
     cached,
     config_digest,
+    generate_world,
     prepared,
     provenance,
+    synthetic_world,
     t975,
     timed,
 )
@@ -52,7 +54,7 @@ from quality import train_and_judge  # noqa: E402
 
 from model_export.data import Dataset, load_dataset, popularity_by_scene  # noqa: E402
 from model_export.model import NSPConfig  # noqa: E402
-from model_export.synth import SESSION_WORLD, SynthConfig, generate  # noqa: E402
+from model_export.synth import SESSION_WORLD  # noqa: E402
 from model_export.train import TrainConfig, build_model  # noqa: E402
 
 log = logging.getLogger("bench.scaling")
@@ -71,19 +73,12 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def world_key(args: argparse.Namespace) -> str:
-    """The directory name of the world's data and cached runs: its size and a digest of its
-    whole config, so a changed knob or default is a new world."""
-    return f"session-u{args.users}-i{args.items}-d{args.days}-{config_digest(session_world(args))}"
-
-
-def session_world(args: argparse.Namespace) -> SynthConfig:
-    settings: dict[str, Any] = {**SESSION_WORLD, "n_users": args.users, "n_items": args.items}
-    return SynthConfig(**settings, n_days=args.days, seed=0)
+    return f"session-{synthetic_world(args, SESSION_WORLD)[0]}"
 
 
 def load_world(args: argparse.Namespace, work: Path) -> Dataset:
-    world = session_world(args)
-    data = prepared(work / "data" / world_key(args), lambda out: generate(world, out, progress=False))
+    _, world = synthetic_world(args, SESSION_WORLD)
+    data = prepared(work / "data" / world_key(args), generate_world(world))
     return load_dataset(data / "events.csv", data / "catalog.csv", VAL_DAYS, TEST_DAYS)
 
 

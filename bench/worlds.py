@@ -39,14 +39,16 @@ from benchlib import (  # noqa: E402
     binomial_half_width,
     cached,
     config_digest,
+    generate_world,
     prepared,
     provenance,
+    synthetic_world,
     timed,
 )
 from quality import judge_baselines, train_and_judge  # noqa: E402
 
 from model_export.data import Dataset, load_dataset  # noqa: E402
-from model_export.synth import SESSION_KNOBS, WORLDS, SynthConfig, generate  # noqa: E402
+from model_export.synth import SESSION_KNOBS, WORLDS  # noqa: E402
 from model_export.train import TrainConfig  # noqa: E402
 
 log = logging.getLogger("bench.worlds")
@@ -70,22 +72,13 @@ def world_knobs() -> dict[str, dict[str, float]]:
     return worlds
 
 
-def world_config(args: argparse.Namespace, knobs: dict[str, float]) -> SynthConfig:
-    settings: dict[str, Any] = {**knobs, "n_users": args.users, "n_items": args.items, "n_days": args.days}
-    return SynthConfig(**settings, seed=0)
-
-
 def world_key(args: argparse.Namespace, name: str, knobs: dict[str, float]) -> str:
-    """The directory name of a world's data and cached runs: its size and a digest of its
-    whole config, so a changed knob or default is a new world."""
-    config = world_config(args, knobs)
-    return f"{name}-u{args.users}-i{args.items}-d{args.days}-{config_digest(config)}"
+    return f"{name}-{synthetic_world(args, knobs)[0]}"
 
 
 def load_world(args: argparse.Namespace, work: Path, name: str, knobs: dict[str, float]) -> Dataset:
-    config = world_config(args, knobs)
-    key = world_key(args, name, knobs)
-    data = prepared(work / "data" / key, lambda out: generate(config, out, progress=False))
+    _, config = synthetic_world(args, knobs)
+    data = prepared(work / "data" / world_key(args, name, knobs), generate_world(config))
     return load_dataset(data / "events.csv", data / "catalog.csv", VAL_DAYS, TEST_DAYS)
 
 
