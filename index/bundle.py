@@ -102,6 +102,33 @@ class ChannelsSpec(BaseModel):
         return self.fusion.get(UNSEEN if exclude_seen else SEEN, FusionParams())
 
 
+class Bm25Params(BaseModel):
+    """BM25 over the items' title + attributes, scored by the ``bm25s`` library (``index.bm25``)."""
+
+    k1: float = Field(default=1.5, gt=0)
+    b: float = Field(default=0.75, ge=0, le=1)
+    method: Literal["lucene", "robertson", "atire", "bm25l", "bm25+"] = "lucene"
+
+
+class DenseSpec(BaseModel):
+    """The dense text channel: an ONNX query encoder and an HNSW index of item text vectors."""
+
+    dim: int = Field(gt=0)
+    inputs: list[str]
+    outputs: list[str]
+    hnsw: HnswParams = HnswParams()
+
+
+class TextSpec(BaseModel):
+    """The search side of a bundle: the shared tokenizer (``index.tokenizer``) and the text
+    channels built with it. A manifest without it has no text channels; its search requests
+    are answered by the other channels."""
+
+    max_query_tokens: int = Field(default=16, ge=1, le=512)  # query pieces the text models read
+    bm25: Bm25Params | None = None
+    dense: DenseSpec | None = None
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
@@ -119,6 +146,8 @@ class Manifest(BaseModel):
     metrics: dict[str, float] = {}
     # None: a bundle from before the multi-channel merge; it serves the nsp channel alone.
     channels: ChannelsSpec | None = None
+    # None: a bundle without text channels (from before search, or trained on a log without queries).
+    text: TextSpec | None = None
 
 
 def sha256_file(path: Path) -> str:

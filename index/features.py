@@ -59,6 +59,7 @@ class Event:
     action: str
     scene: str
     request_id: str
+    query: str = ""  # the request's search text (normalised, ``index.text``); "" outside search
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,7 @@ class Session:
     ts: int
     scene: str
     items: tuple[tuple[str, int], ...]
+    query: str = ""  # the search text of the request; "" for a recommendation request
 
     def engaged_items(self, min_action: int = CLICK) -> list[str]:
         return [item for item, action in self.items if action >= min_action]
@@ -77,7 +79,8 @@ class Session:
 def group_sessions(events: Iterable[Event]) -> list[Session]:
     """Group a user's events by request_id, oldest session first.
 
-    A session starts at its earliest event and takes that event's scene; an item seen
+    A session starts at its earliest event and takes that event's scene, and the first
+    non-empty query among its events (one request has one query); an item seen
     several times in a session keeps its deepest action (pay > cart > click > exposure).
     Items are ordered deepest action first, then by first appearance.
     """
@@ -92,7 +95,8 @@ def group_sessions(events: Iterable[Event]) -> list[Session]:
             code = ACTION_CODE.get(event.action, 0)
             deepest[event.item_id] = max(code, deepest.get(event.item_id, 0))
         order = sorted(deepest.items(), key=lambda kv: -kv[1])  # stable: keeps first appearance
-        sessions.append(Session(request_id, group[0].ts, group[0].scene, tuple(order)))
+        query = next((event.query for event in group if event.query), "")
+        sessions.append(Session(request_id, group[0].ts, group[0].scene, tuple(order), query))
     sessions.sort(key=lambda s: (s.ts, s.request_id))
     return sessions
 

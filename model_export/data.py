@@ -18,11 +18,13 @@ import numpy as np
 import pandas as pd
 
 from index.features import ACTION_CODE, ACTIONS, CLICK, Event, Session, group_sessions
+from index.text import normalize_text
 from index.vocab import Vocabulary
 
 log = logging.getLogger(__name__)
 
 EVENT_COLUMNS = ["user_id", "item_id", "ts", "action", "scene", "request_id"]
+QUERY_COLUMN = "query"  # optional: the search text of the event's request, empty elsewhere
 CATALOG_COLUMNS = ["item_id", "category", "price"]  # what the vocabulary is built from
 DAY = 86400
 MIN_USERS = 2  # below this there is nothing to generalise across
@@ -58,7 +60,11 @@ class Dataset:
 
 def read_events(path: Path) -> pd.DataFrame:
     """CSV (optionally .gz) with the design's event columns; ids read as strings. ``DataError``
-    for a missing or unreadable file, missing columns or actions outside ``ACTIONS``."""
+    for a missing or unreadable file, missing columns or actions outside ``ACTIONS``.
+
+    The optional ``query`` column is returned normalised (``index.text.normalize_text``), ""
+    where empty; a log without it (every log before search) reads as all "".
+    """
     frame = _read_csv(
         path,
         {
@@ -68,15 +74,23 @@ def read_events(path: Path) -> pd.DataFrame:
             "scene": str,
             "request_id": str,
             "ts": np.int64,
+            QUERY_COLUMN: str,
         },
         EVENT_COLUMNS,
     )
+    if QUERY_COLUMN in frame.columns:
+        raw = frame[QUERY_COLUMN].fillna("")
+        # Most rows repeat one request's query: normalise each distinct text once.
+        normalised = {text: normalize_text(text) for text in raw.unique().tolist()}
+        frame[QUERY_COLUMN] = raw.map(normalised)
+    else:
+        frame[QUERY_COLUMN] = ""
     unknown = set(frame["action"].fillna("").unique()) - set(ACTION_CODE)
     if unknown:
         raise DataError(
             f"{path}: unknown actions {sorted(unknown)}; the known actions are {', '.join(ACTIONS)}"
         )
-    return frame[EVENT_COLUMNS]
+    return frame[[*EVENT_COLUMNS, QUERY_COLUMN]]
 
 
 def read_catalog(path: Path) -> pd.DataFrame:
@@ -106,7 +120,8 @@ def catalog_vocab(catalog: pd.DataFrame, scenes: list[str], base: Vocabulary | N
 
 def iter_user_events(frame: pd.DataFrame) -> Iterator[tuple[str, list[Event]]]:
     frame = frame.sort_values(["user_id", "ts"], kind="stable")
-    columns = [frame[c].to_numpy() for c in EVENT_COLUMNS]
+    queries = frame[QUERY_COLUMN] if QUERY_COLUMN in frame.columns else pd.Series("", index=frame.index)
+    columns = [frame[c].to_numpy() for c in EVENT_COLUMNS] + [queries.to_numpy()]
     users = columns[0]
     if len(users) == 0:
         return
@@ -115,8 +130,8 @@ def iter_user_events(frame: pd.DataFrame) -> Iterator[tuple[str, list[Event]]]:
     ends = np.concatenate([boundaries, [len(users)]])
     for start, end in zip(starts, ends, strict=True):
         events = [
-            Event(str(u), str(i), int(t), str(a), str(s), str(r))
-            for u, i, t, a, s, r in zip(*(c[start:end] for c in columns), strict=True)
+            Event(str(u), str(i), int(t), str(a), str(s), str(r), str(q))
+            for u, i, t, a, s, r, q in zip(*(c[start:end] for c in columns), strict=True)
         ]
         yield str(users[start]), events
 

@@ -36,6 +36,7 @@ from index.bundle import (
 from index.i2i import I2I_FILE, ItemToItem
 from index.popularity import ALL_SCENES
 from index.vocab import ITEMS_FILE, VOCAB_FILE, Vocabulary
+from service.text_indexes import TextIndexes, load_text_indexes
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,11 @@ class Bundle(Protocol):
         """The co-occurrence table, when the manifest's channels carry one."""
         ...
 
+    @property
+    def text(self) -> TextIndexes | None:
+        """The tokenizer and text indexes, when the manifest has a text section."""
+        ...
+
     def encode(self, tokens: np.ndarray) -> np.ndarray:
         """tokens (B, T, N_FEATURES) int64 → user vectors (B, D) float32, L2-normalised."""
         ...
@@ -90,6 +96,7 @@ class LoadedBundle:
         index: ItemIndex,
         popularity: dict[str, list[str]],
         i2i: ItemToItem | None = None,
+        text: TextIndexes | None = None,
     ) -> None:
         self.directory = directory
         self._manifest = manifest
@@ -98,6 +105,7 @@ class LoadedBundle:
         self._index = index
         self._popularity = popularity
         self._i2i = i2i
+        self._text = text
         self._input = manifest.encoder.inputs[0]
         self._output = manifest.encoder.outputs[0]
 
@@ -138,7 +146,8 @@ class LoadedBundle:
                 f"manifest {manifest.item_count}"
             )
         i2i = _read_i2i(directory, manifest)
-        bundle = cls(directory, manifest, vocab, session, index, _read_popularity(directory), i2i)
+        text = load_text_indexes(directory, manifest)
+        bundle = cls(directory, manifest, vocab, session, index, _read_popularity(directory), i2i, text)
         bundle._check_probe()
         log.info(
             "loaded bundle %d from %s (%d items, dim %d)",
@@ -164,6 +173,10 @@ class LoadedBundle:
     @property
     def i2i(self) -> ItemToItem | None:
         return self._i2i
+
+    @property
+    def text(self) -> TextIndexes | None:
+        return self._text
 
     def encode(self, tokens: np.ndarray) -> np.ndarray:
         out = self._session.run([self._output], {self._input: np.ascontiguousarray(tokens, dtype=np.int64)})

@@ -44,6 +44,7 @@ from service.registry import BundleRegistry
 from service.runtime import ALL_SCENES, Bundle
 from service.settings import Settings
 from service.store import InMemorySessionStore, SessionStore, StoreUnavailable
+from service.text_indexes import TextIndexes
 from service.topk_cache import CacheUnavailable, TopKCache
 
 SCENES = ("default", "search", "feed")
@@ -92,9 +93,11 @@ class FakeBundle:
         popularity: Mapping[str, list[str]] | None = None,
         channels: ChannelsSpec | None = None,
         i2i: ItemToItem | None = None,
+        text: TextIndexes | None = None,
     ) -> None:
-        """``channels`` None: a legacy bundle (nsp alone). ``i2i`` is served as given, unchecked
-        (``LoadedBundle`` would validate it), so a test can hand the channel a broken table."""
+        """``channels`` None: a legacy bundle (nsp alone). ``i2i`` and ``text`` are served as
+        given, unchecked (``LoadedBundle`` would validate them), so a test can hand a channel a
+        broken table."""
         rng = np.random.default_rng(seed)
         self._vocab = make_vocab(n_items)
         self.item_vectors = unit_rows(rng, n_items, dim)
@@ -108,9 +111,11 @@ class FakeBundle:
                 "created_at": "2024-01-01T00:00:00+00:00",
                 "files": {},
                 "channels": channels.model_dump() if channels is not None else None,
+                "text": text.spec.model_dump() if text is not None else None,
             }
         )
         self._i2i = i2i
+        self._text = text
         self.encode_calls = 0
         self.search_ks: list[int] = []
 
@@ -129,6 +134,10 @@ class FakeBundle:
     @property
     def i2i(self) -> ItemToItem | None:
         return self._i2i
+
+    @property
+    def text(self) -> TextIndexes | None:
+        return self._text
 
     def encode(self, tokens: np.ndarray) -> np.ndarray:
         self.encode_calls += 1
