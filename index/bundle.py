@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from index.fusion import SEEN, UNSEEN, FusionParams
+from index.fusion import SEEN, UNSEEN, FusionParams, fusion_key
 from index.history import HistoryParams
 from index.i2i import I2IParams
 
@@ -76,13 +76,18 @@ class EncoderSpec(BaseModel):
     outputs: list[str]
     max_sessions: int
     max_items_per_session: int
+    # Query piece columns after the N_FEATURES ones (``index.features``); > 0: the encoder reads
+    # the request's search text, tokenized with the bundle's tokenizer (so ``text`` is set).
+    query_pieces: int = Field(default=0, ge=0)
 
 
 class ChannelsSpec(BaseModel):
     """The channels' settings and the merge, fitted on the validation split at train time.
 
     ``fusion`` holds one merge per exclusion policy (``index.fusion.SEEN`` / ``UNSEEN``): with
-    seen items excluded the history channel is empty, so the weights differ. ``i2i`` is None
+    seen items excluded the history channel is empty, so the weights differ; a bundle fitted on
+    search sessions adds one per policy for search requests (``SEARCH_SEEN`` / ``SEARCH_UNSEEN``),
+    where the text channels answer too. ``i2i`` is None
     when the bundle has no co-occurrence table. ``validation`` records what the fit measured.
     """
 
@@ -97,9 +102,13 @@ class ChannelsSpec(BaseModel):
     )
     validation: dict[str, float] = {}
 
-    def fusion_for(self, exclude_seen: bool) -> FusionParams:
-        """The merge a request with this exclusion policy uses (defaults where none was fitted)."""
-        return self.fusion.get(UNSEEN if exclude_seen else SEEN, FusionParams())
+    def fusion_for(self, exclude_seen: bool, search: bool = False) -> FusionParams:
+        """The merge a request with this exclusion policy and scenario uses: a search request
+        without a fitted search fusion gets the recommendation one of its policy, and either
+        gets the defaults where none was fitted."""
+        if search and (fitted := self.fusion.get(fusion_key(exclude_seen, search=True))) is not None:
+            return fitted
+        return self.fusion.get(fusion_key(exclude_seen, search=False), FusionParams())
 
 
 class Bm25Params(BaseModel):

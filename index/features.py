@@ -8,8 +8,17 @@ token followed by its item tokens, then the *query* context token ``cQ`` built f
 request's scene and time. Sequences are left-padded so that ``cQ`` is always the last
 position, which is where the encoder reads the user vector.
 
-Every token is a row of ``N_FEATURES`` int64 columns (see ``FEATURES``); the encoder's single
-ONNX input ``tokens`` has shape (batch, length, N_FEATURES).
+Every token is a row of int64 columns; the encoder's single ONNX input ``tokens`` has shape
+(batch, length, width)::
+
+    columns 0 .. N_FEATURES-1                 FEATURES (token type, session, item, …, gap)
+    columns N_FEATURES .. N_FEATURES+pieces-1  query piece ids (only with ``QueryText``)
+
+Without a ``QueryText`` the width is ``N_FEATURES``, as for every encoder before search. With
+one, each row gets ``pieces`` more columns: a context row carries the WordPiece ids of its
+session's query (the request's ``query`` on the last row), right-padded with 0; item and pad
+rows, and the context row of a session without a query, are all zeros there. The width is
+fixed per encoder (the manifest's ``encoder.query_pieces``).
 """
 
 from __future__ import annotations
@@ -17,10 +26,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from index.vocab import Vocabulary
+
+if TYPE_CHECKING:
+    from index.tokenizer import TextTokenizer
 
 ACTIONS: tuple[str, ...] = ("exposure", "click", "cart", "pay")
 ACTION_CODE: dict[str, int] = {name: i + 1 for i, name in enumerate(ACTIONS)}  # 0 = none
@@ -46,6 +59,8 @@ PAD, CONTEXT, ITEM = 0, 1, 2
 # Gap buckets (seconds since previous session); bucket 0 means "no previous session".
 GAP_EDGES: tuple[int, ...] = (60, 600, 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400)
 N_GAP_BUCKETS = len(GAP_EDGES) + 2
+
+QUERY_START = N_FEATURES  # first query piece column, when the encoder reads queries
 
 MAX_SESSIONS = 20  # history sessions kept in the window; older ones are dropped
 MAX_ITEMS_PER_SESSION = 12  # deepest-action items first, so clicks/pays survive the cap
@@ -101,6 +116,15 @@ def group_sessions(events: Iterable[Event]) -> list[Session]:
     return sessions
 
 
+@dataclass(frozen=True, slots=True)
+class QueryText:
+    """How query text enters the token rows: the bundle's tokenizer and the piece columns per row
+    (queries longer than ``pieces`` pieces are truncated)."""
+
+    tokenizer: TextTokenizer
+    pieces: int
+
+
 def gap_bucket(seconds: int | None) -> int:
     if seconds is None:
         return 0
@@ -120,29 +144,46 @@ def build_tokens(
     vocab: Vocabulary,
     max_sessions: int = MAX_SESSIONS,
     max_items: int = MAX_ITEMS_PER_SESSION,
+    *,
+    query: str = "",
+    query_text: QueryText | None = None,
 ) -> np.ndarray:
-    """(T, N_FEATURES) int64 for the last ``max_sessions`` sessions plus the query context.
+    """(T, width) int64 for the last ``max_sessions`` sessions plus the query context.
 
-    Sessions must be oldest first (as ``group_sessions`` returns them).
+    Sessions must be oldest first (as ``group_sessions`` returns them). ``query``: the request's
+    search text ("" outside search), read only with ``query_text``; width is ``N_FEATURES``
+    without ``query_text``, ``N_FEATURES + query_text.pieces`` with it (module docstring).
     """
     window = list(history[-max_sessions:])
     rows: list[list[int]] = []
+    context_rows: list[int] = []
     previous_ts: int | None = history[-len(window) - 1].ts if len(history) > len(window) else None
     for position, session in enumerate(window):
         scene = vocab.scene_token(session.scene)
+        context_rows.append(len(rows))
         rows.append(_context_row(position, scene, session.ts, previous_ts))
         for item_id, action in session.items[:max_items]:
             token, category, price = vocab.item_features(item_id)
             rows.append([ITEM, position, token, action, category, price, scene, 0, 0, 0])
         previous_ts = session.ts
+    context_rows.append(len(rows))
     rows.append(_context_row(len(window), vocab.scene_token(query_scene), query_ts, previous_ts))
-    return np.asarray(rows, dtype=np.int64)
+    tokens = np.asarray(rows, dtype=np.int64)
+    if query_text is None:
+        return tokens
+    pieces = np.zeros((len(tokens), query_text.pieces), dtype=np.int64)
+    texts = [session.query for session in window] + [query]
+    if any(texts):  # a recommendation request with no search in its window skips the tokenizer
+        pieces[context_rows] = query_text.tokenizer.ids(texts, query_text.pieces)
+    return np.concatenate([tokens, pieces], axis=1)
 
 
 def stack_left_padded(sequences: Sequence[np.ndarray]) -> np.ndarray:
-    """(B, T_max, N_FEATURES): pad rows (all zeros) on the left so the query is last."""
+    """(B, T_max, width): pad rows (all zeros) on the left so the query is last.
+
+    The sequences must share one width (``build_tokens`` of one encoder)."""
     length = max(len(s) for s in sequences)
-    batch = np.zeros((len(sequences), length, N_FEATURES), dtype=np.int64)
+    batch = np.zeros((len(sequences), length, sequences[0].shape[1]), dtype=np.int64)
     for row, sequence in enumerate(sequences):
         batch[row, length - len(sequence) :] = sequence
     return batch

@@ -25,6 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field
 RRF_K = 60
 SEEN = "include_seen"  # the fusion a request with exclude_seen=false uses
 UNSEEN = "exclude_seen"  # … and with exclude_seen=true (the history channel is empty then)
+# A search request's (it carries a query, and the text channels answer): the same two policies.
+SEARCH_SEEN = "search:include_seen"
+SEARCH_UNSEEN = "search:exclude_seen"
 
 FusionMethod = Literal["rrf", "score"]
 Candidates = tuple[np.ndarray, np.ndarray]  # (labels int64, scores float32), best first, distinct
@@ -40,6 +43,13 @@ class FusionParams(BaseModel):
 
     def weight(self, channel: str) -> float:
         return max(float(self.weights.get(channel, 1.0)), 0.0)
+
+
+def fusion_key(exclude_seen: bool, search: bool) -> str:
+    """The key of the fusion a request of this exclusion policy and scenario uses."""
+    if search:
+        return SEARCH_UNSEEN if exclude_seen else SEARCH_SEEN
+    return UNSEEN if exclude_seen else SEEN
 
 
 def contributions(candidates: Candidates, method: str, rrf_k: int) -> np.ndarray:

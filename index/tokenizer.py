@@ -1,8 +1,8 @@
 """The text tokenizer every text model of a bundle shares: BM25, the dense encoders, the NSP
 query feature (and the generative search channels after them).
 
-A WordPiece vocabulary trained (``train_tokenizer``) on the catalog's titles and attributes and
-on the training queries, with the Hugging Face ``tokenizers`` library; saved in the bundle as
+A WordPiece vocabulary chosen (``train_tokenizer``) from the catalog's titles and attributes
+and the training queries, encoded by the Hugging Face ``tokenizers`` library; saved in the bundle as
 ``tokenizer.json``. Sub-word pieces are what let a typo ("sneakres") or an unseen compound
 still share pieces with the catalog's words. Texts are normalised (``index.text``) before they
 are tokenized, offline and online alike.
@@ -13,11 +13,12 @@ masked with ``ids > 0``.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, models, pre_tokenizers
 
 from index.text import normalize_text
 
@@ -69,12 +70,34 @@ class TextTokenizer:
 def train_tokenizer(
     texts: Iterable[str], vocab_size: int = DEFAULT_VOCAB_SIZE, min_frequency: int = 2
 ) -> TextTokenizer:
-    """A WordPiece tokenizer trained on ``texts`` (normalised first); deterministic for the
-    same texts in the same order."""
-    tokenizer = Tokenizer(models.WordPiece(unk_token=UNK))
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=[PAD, UNK], show_progress=False
+    """A WordPiece tokenizer for ``texts`` (normalised first), deterministic for the same texts.
+
+    The vocabulary is chosen here rather than by the ``tokenizers`` WordPiece trainer, whose
+    choice among equally frequent merges changes from run to run (huggingface/tokenizers#1794):
+    the special pieces, every character seen (alone and as a ``##`` continuation), then every
+    word seen ``min_frequency`` times or more, most frequent first, then the words' prefixes (3
+    characters or more) and ``##`` suffixes (2 or more), scored by the frequency of the words
+    holding them, until ``vocab_size``; ties break alphabetically. The ``tokenizers`` library
+    then does the encoding (longest-match-first), so a rare or misspelt word still falls into
+    pieces shared with frequent ones ("sneakrs" → "sneak", "##rs").
+    """
+    splitter = pre_tokenizers.BertPreTokenizer()
+    words: Counter[str] = Counter()
+    for text in texts:
+        words.update(word for word, _ in splitter.pre_tokenize_str(normalize_text(text)))
+    chars = sorted({ch for word in words for ch in word})
+    base = [PAD, UNK, *chars, *(f"##{ch}" for ch in chars)]
+    frequent = sorted((w for w, n in words.items() if n >= min_frequency), key=lambda w: (-words[w], w))
+    parts: Counter[str] = Counter()
+    for word, count in words.items():
+        for cut in range(3, len(word) - 1):
+            parts[word[:cut]] += count
+            parts[f"##{word[cut:]}"] += count
+    taken = set(base) | set(frequent)
+    extra = sorted(
+        (p for p, n in parts.items() if n >= min_frequency and p not in taken), key=lambda p: (-parts[p], p)
     )
-    tokenizer.train_from_iterator((normalize_text(text) for text in texts), trainer=trainer)
+    pieces = [*base, *frequent, *extra][: max(vocab_size, len(base))]
+    tokenizer = Tokenizer(models.WordPiece({piece: i for i, piece in enumerate(pieces)}, unk_token=UNK))
+    tokenizer.pre_tokenizer = splitter
     return TextTokenizer(tokenizer)

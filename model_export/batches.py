@@ -1,6 +1,7 @@
 """Training batches for the two objectives, built from users' training-period sessions.
 
-``nsp``: the sequence of ``index.features.build_tokens``; every context token with history
+``nsp``: the sequence of ``index.features.build_tokens`` (each session's search query in its
+context token when the model reads queries); every context token with history
 is a query, and its targets are the sessions at horizons 1..H (MSP) with every item and its
 deepest action, so the loss can tell exposed, clicked and paid items apart.
 
@@ -19,7 +20,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from index.features import CLICK, COL, CONTEXT, ITEM, N_FEATURES, Session, build_tokens, stack_left_padded
+from index.features import (
+    CLICK,
+    COL,
+    CONTEXT,
+    ITEM,
+    N_FEATURES,
+    QueryText,
+    Session,
+    build_tokens,
+    stack_left_padded,
+)
 from index.vocab import ITEM_OFFSET, Vocabulary
 
 MAX_TARGET_ITEMS = 16  # items kept per target session (deepest actions first)
@@ -99,8 +110,10 @@ def make_nsp_batch(
     max_items: int,
     horizons: int,
     drop_seen: bool = False,
+    query_text: QueryText | None = None,
 ) -> Batch:
-    """One sequence per (history, end): sessions before ``end`` plus the query context of ``end``.
+    """One sequence per (history, end): sessions before ``end`` plus the query context of ``end``
+    (with ``query_text``, carrying ``end``'s search query: a request knows its own query).
 
     Context token p of a sequence stands for window session p (the last one for ``end``); each
     with history in the window (p ≥ 1) is a query, with targets at horizons 0..H-1 wherever the
@@ -110,8 +123,16 @@ def make_nsp_batch(
     per_sequence: list[list[TargetRow]] = []
     query_offsets: list[list[int]] = []
     for sessions, end in zip(histories, ends, strict=True):
+        request = sessions[end]
         sequence = build_tokens(
-            sessions[:end], sessions[end].scene, sessions[end].ts, vocab, max_sessions, max_items
+            sessions[:end],
+            request.scene,
+            request.ts,
+            vocab,
+            max_sessions,
+            max_items,
+            query=request.query,
+            query_text=query_text,
         )
         first = max(0, end - max_sessions)
         context_rows = np.flatnonzero(sequence[:, COL["token_type"]] == CONTEXT)

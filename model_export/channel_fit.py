@@ -13,7 +13,10 @@ cases (never test):
    request (each channel's list at depth max(K, min_depth), the merge cut to K and padded from
    popularity as the service pads), starting from
    the best of equal weights and each channel alone; the variant with the better objective is
-   served. Everything measured goes into ``ChannelsSpec.validation``.
+   served. Everything measured goes into ``ChannelsSpec.validation``;
+4. when the log has search sessions, the merge of search requests is fitted the same way, apart,
+   on the validation search cases (at most ``MAX_SEARCH_FIT_CASES``, a seeded sample), over
+   every channel including the text ones (``index.fusion.fusion_key``).
 
 ``judge`` reports each channel alone, the merge, the oracle union of the lists the merge
 receives (the ceiling it can reach), each channel's unique hits among them and the merge's
@@ -31,13 +34,14 @@ import numpy as np
 
 from index.bundle import ChannelsSpec
 from index.features import CLICK
-from index.fusion import EMPTY, RRF_K, SEEN, UNSEEN, FusionMethod, FusionParams
+from index.fusion import EMPTY, RRF_K, SEEN, UNSEEN, FusionMethod, FusionParams, fusion_key
 from index.history import HistoryParams
 from index.i2i import I2IParams, ItemToItem
 from model_export.channels import (
     CaseLists,
     ChannelRanker,
     OfflineChannels,
+    TextSearch,
     cut,
     merged_rows,
     pad_rows,
@@ -62,6 +66,8 @@ ACTION_WEIGHTS = (
 )
 I2I_RECENCY = tuple(itertools.product((5, 10, 20), (0.5, 0.8, 1.0)))  # (recent_sessions, decay)
 DEFAULT_NEIGHBOURS = 100  # docs/benchmarks/quality.md measures recall against N; docs the memory
+# The search merge's fit merges every case ~500 times; a sample of this size keeps it to minutes.
+MAX_SEARCH_FIT_CASES = 1500
 
 
 def build_i2i(dataset: Dataset, params: I2IParams) -> ItemToItem:
@@ -176,18 +182,29 @@ def deep_lists(
     return by_k, fills
 
 
+def search_fit_cases(dataset: Dataset, limit: int = MAX_SEARCH_FIT_CASES, seed: int = 0) -> list[EvalCase]:
+    """The validation search cases the search merge is fitted on: all, or a seeded sample."""
+    cases = dataset.search_val
+    if len(cases) <= limit:
+        return list(cases)
+    chosen = np.sort(np.random.default_rng(seed).choice(len(cases), size=limit, replace=False))
+    return [cases[i] for i in chosen.tolist()]
+
+
 def fit_channels(
     dataset: Dataset,
     user_vectors: Callable[[Sequence[EvalCase]], np.ndarray] | None,
     items: np.ndarray | None,
     neighbours: int = DEFAULT_NEIGHBOURS,
     ks: Sequence[int] = KS,
+    text: dict[str, TextSearch] | None = None,
 ) -> tuple[ChannelsSpec, ItemToItem, OfflineChannels]:
-    """Fit on ``dataset.val``; returns the spec for the manifest, the i2i table and the channels."""
+    """Fit on ``dataset.val`` (and ``dataset.search_val`` for the search merge); returns the
+    spec for the manifest, the i2i table and the channels."""
     i2i = I2IParams(neighbours=neighbours)
     table = build_i2i(dataset, i2i)
     source = OfflineChannels(
-        dataset.vocab, dataset.popularity, HistoryParams(), table, i2i, user_vectors, items
+        dataset.vocab, dataset.popularity, HistoryParams(), table, i2i, user_vectors, items, text=text or {}
     )
     cases, targets = case_targets(dataset.val, dataset.vocab)
     if not cases:
@@ -199,7 +216,13 @@ def fit_channels(
     validation: dict[str, float] = {}
     for exclude_seen, key in ((False, SEEN), (True, UNSEEN)):
         by_k, fills = deep_lists(source, cases, exclude_seen, ks)
-        fusion[key], by_method = fit_fusion(by_k, fills, targets, source.names)
+        fusion[key], by_method = fit_fusion(by_k, fills, targets, source.recommendation_names)
+        validation.update({f"{key}.{method}": value for method, value in by_method.items()})
+    search_cases, search_targets = case_targets(search_fit_cases(dataset), dataset.vocab)
+    for exclude_seen in (False, True) if search_cases else ():
+        key = fusion_key(exclude_seen, search=True)
+        by_k, fills = deep_lists(source, search_cases, exclude_seen, ks)
+        fusion[key], by_method = fit_fusion(by_k, fills, search_targets, source.names)
         validation.update({f"{key}.{method}": value for method, value in by_method.items()})
     spec = ChannelsSpec(
         history=source.history,
@@ -213,24 +236,32 @@ def fit_channels(
 
 
 def judge(
-    source: OfflineChannels, spec: ChannelsSpec, cases: Sequence[EvalCase], ks: Sequence[int] = KS
+    source: OfflineChannels,
+    spec: ChannelsSpec,
+    cases: Sequence[EvalCase],
+    ks: Sequence[int] = KS,
+    search: bool = False,
 ) -> dict[str, Any]:
     """Per exclusion policy: each channel alone and the merge (HR/Recall/NDCG@K, each K as a
-    k = K request), the oracle union Recall@K, unique hits per channel, leave-one-out loss."""
+    k = K request), the oracle union Recall@K, unique hits per channel, leave-one-out loss.
+    ``search``: the cases are search requests, merged with the search fusion."""
     cases, targets = case_targets(cases, source.vocab)
+    names = source.names if search else source.recommendation_names
     report: dict[str, Any] = {"cases": len(cases)}
     for exclude_seen, view in ((False, "all"), (True, "unseen")):
         by_k, fills = deep_lists(source, cases, exclude_seen, ks)
         entry: dict[str, Any] = {"channels": {}, "merged": {}, "union": {}, "unique": {}, "leave_one_out": {}}
         for k in ks:
             lists, fill = by_k[k], fills[k]
-            merged = pad_rows(merged_rows(lists, spec.fusion_for(exclude_seen), k), fill, k)
+            merged = pad_rows(merged_rows(lists, spec.fusion_for(exclude_seen, search), k), fill, k)
             entry["merged"].update(hit_metrics(merged, targets, [k]))
-            for name in source.names:
+            for name in names:
                 alone = pad_rows([row[name][0] for row in lists], fill, k)
                 entry["channels"].setdefault(name, {}).update(hit_metrics(alone, targets, [k]))
-                without = [n for n in source.names if n != name]
-                dropped = pad_rows(merged_rows(lists, spec.fusion_for(exclude_seen), k, without), fill, k)
+                without = [n for n in names if n != name]
+                dropped = pad_rows(
+                    merged_rows(lists, spec.fusion_for(exclude_seen, search), k, without), fill, k
+                )
                 loss = entry["merged"][f"recall@{k}"] - hit_metrics(dropped, targets, [k])[f"recall@{k}"]
                 entry["leave_one_out"].setdefault(name, {})[f"recall@{k}"] = loss
             found = [
@@ -242,7 +273,7 @@ def judge(
             )
             entry["union"][f"hr@{k}"] = float(np.mean([bool(u) for u in union]))
             total = sum(len(u) for u in union)
-            for name in source.names:
+            for name in names:
                 only = sum(len(f[name] - set().union(*(f[o] for o in f if o != name))) for f in found)
                 entry["unique"].setdefault(name, {})[f"hits@{k}"] = only
                 entry["unique"][name][f"share@{k}"] = only / total if total else 0.0
@@ -250,7 +281,11 @@ def judge(
     return report
 
 
-def channel_rankers(source: OfflineChannels, spec: ChannelsSpec) -> dict[str, ChannelRanker]:
-    """Each channel alone and the merge, as harness rankers (``model_export.ranking.evaluate``)."""
-    rankers = {name: ChannelRanker(source, spec, [name]) for name in source.names}
-    return {**rankers, "merged": ChannelRanker(source, spec)}
+def channel_rankers(
+    source: OfflineChannels, spec: ChannelsSpec, search: bool = False
+) -> dict[str, ChannelRanker]:
+    """Each channel alone and the merge, as harness rankers (``model_export.ranking.evaluate``);
+    ``search``: for search cases (the search merge, text channels included)."""
+    names = source.names if search else source.recommendation_names
+    rankers = {name: ChannelRanker(source, spec, [name], search) for name in names}
+    return {**rankers, "merged": ChannelRanker(source, spec, None, search)}

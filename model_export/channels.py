@@ -4,7 +4,8 @@ evaluation cases, and rankers over them for the harness (``model_export.ranking`
 The history, i2i and popular lists come from the same ``index`` functions the service calls;
 the nsp list is the trained model's exact inner-product ranking (the service searches HNSW,
 whose loss ``bench/quality.py`` reports separately). A case is answered as a request at the
-target session's time and scene, with its history as the user's sessions. Lists are computed
+target session's time and scene, with its history as the user's sessions and its query (search
+cases; the text channels answer nothing without one) as the request's query. Lists are computed
 once at the deepest K and cut for smaller ones: every channel's list at a depth is the prefix
 of its deeper list, so this is what a request's channels return. As in the service, a k
 request asks each channel for max(k, ``min_depth``) candidates and the merge cuts to k.
@@ -28,6 +29,9 @@ from model_export.ranking import first_k
 
 MIN_DEPTH = ChannelsSpec.model_fields["min_depth"].default
 CaseLists = list[dict[str, Candidates]]  # per case, channel → (labels, scores), best first
+# A text channel offline: (query, depth, excluded labels) → its list, computed by the same
+# index code the service runs (``model_export.text.build.offline_text_searches``).
+TextSearch = Callable[[str, int, np.ndarray], Candidates]
 
 
 def seen_labels(case: EvalCase, vocab: Vocabulary) -> np.ndarray:
@@ -50,12 +54,18 @@ class OfflineChannels:
     user_vectors: Callable[[Sequence[EvalCase]], np.ndarray] | None = None
     items: np.ndarray | None = None
     min_depth: int = MIN_DEPTH  # candidates per channel for a k request: max(k, min_depth)
+    text: dict[str, TextSearch] = field(default_factory=dict)  # channel name → search
 
     def depth(self, k: int) -> int:
         return max(k, self.min_depth)
 
     @property
     def names(self) -> list[str]:
+        return [*self.recommendation_names, *self.text]
+
+    @property
+    def recommendation_names(self) -> list[str]:
+        """The channels that answer a request without a query."""
         names = ["nsp"] if self.user_vectors is not None else []
         names.append("history")
         if self.i2i_table is not None:
@@ -88,6 +98,10 @@ class OfflineChannels:
             if "popular" in wanted:
                 ranked = scene_then_all(self.popularity, case.target.scene)
                 out[row]["popular"] = popular_candidates(ranked, self.vocab, depth, set(drop.tolist()))
+            for name, search in self.text.items():
+                if name in wanted:
+                    query = case.target.query
+                    out[row][name] = search(query, depth, drop) if query else EMPTY
         return out
 
     def _nsp(self, cases: Sequence[EvalCase], depth: int, excluded: list[np.ndarray]) -> list[Candidates]:
@@ -153,10 +167,11 @@ class ChannelRanker:
     of them: the merged list), padded to k from popularity."""
 
     source: OfflineChannels
-    spec: ChannelsSpec  # the fitted merge per exclusion policy
+    spec: ChannelsSpec  # the fitted merge per exclusion policy and scenario
     channels: Sequence[str] | None = None
+    search: bool = False  # the cases are search requests (their own fitted merge)
 
     def rank(self, cases: Sequence[EvalCase], k: int, exclude_seen: bool) -> np.ndarray:
         lists = self.source.lists(cases, self.source.depth(k), exclude_seen, only=self.channels)
-        rows = merged_rows(lists, self.spec.fusion_for(exclude_seen), k)
+        rows = merged_rows(lists, self.spec.fusion_for(exclude_seen, search=self.search), k)
         return pad_rows(rows, fill_lists(cases, self.source, k, exclude_seen), k)

@@ -4,13 +4,16 @@ Split (by wall-clock time, never by user): the last ``test_days`` of the log are
 period, the ``val_days`` before them the validation period, everything earlier is training.
 An evaluation case is a user's *first* session with engagement (click or deeper) inside a
 period, with every earlier session as history; the model is selected on validation cases only.
+A **search case** is every session with a query and engagement inside a period (a user's
+first session included: a search needs no history), with the earlier sessions as history;
+search cases are judged and fitted apart from the recommendation ones.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +59,15 @@ class Dataset:
     data_start: int
     data_end: int
     popularity: dict[str, list[str]]  # scene → item ids by engagement in training; "*" = all
+    search_val: list[EvalCase] = field(default_factory=list)  # sessions with a query, see above
+    search_test: list[EvalCase] = field(default_factory=list)
+
+    @property
+    def has_queries(self) -> bool:
+        """Whether the log carries search text (training sessions or search cases)."""
+        return bool(self.search_val or self.search_test) or any(
+            s.query for sessions in self.train.values() for s in sessions
+        )
 
 
 def read_events(path: Path) -> pd.DataFrame:
@@ -230,6 +242,7 @@ def build_dataset(
     train: dict[str, list[Session]] = {}
     val: list[EvalCase] = []
     test: list[EvalCase] = []
+    search: dict[str, list[EvalCase]] = {"val": [], "test": []}
     for user_id, events in iter_user_events(frame):
         sessions = group_sessions(events)
         train_sessions = [s for s in sessions if s.ts < val_start]
@@ -239,13 +252,21 @@ def build_dataset(
             position = _first_engaged(sessions, start, end)
             if position:  # None or 0: no target, or no history to predict from
                 cases.append(EvalCase(user_id, sessions[:position], sessions[position]))
+        for split, start, end in (("val", val_start, test_start), ("test", test_start, data_end)):
+            search[split].extend(
+                EvalCase(user_id, sessions[:position], session)
+                for position, session in enumerate(sessions)
+                if session.query and start <= session.ts < end and session.engaged_items()
+            )
     log.info(
-        "%d events, %d items, %d train users, %d val cases, %d test cases",
+        "%d events, %d items, %d train users, %d val cases, %d test cases, %d/%d search val/test cases",
         len(frame),
         vocab.n_items,
         len(train),
         len(val),
         len(test),
+        len(search["val"]),
+        len(search["test"]),
     )
     return Dataset(
         vocab=vocab,
@@ -257,4 +278,6 @@ def build_dataset(
         data_start=data_start,
         data_end=data_end,
         popularity=popularity_by_scene(train, popularity_top),
+        search_val=search["val"],
+        search_test=search["test"],
     )

@@ -14,7 +14,7 @@ import torch
 
 from index.ann import ItemIndex
 from index.bundle import HnswParams
-from index.features import build_tokens, stack_left_padded
+from index.features import QueryText, build_tokens, stack_left_padded
 from index.vocab import Vocabulary
 from model_export.batches import engaged_sequence
 from model_export.data import EvalCase
@@ -34,13 +34,30 @@ def item_matrix(model: NSPModel, vocab: Vocabulary) -> np.ndarray:
 
 
 def case_sequence(
-    case: EvalCase, vocab: Vocabulary, objective: str, max_sessions: int, max_items: int, ar_max_len: int
+    case: EvalCase,
+    vocab: Vocabulary,
+    objective: str,
+    max_sessions: int,
+    max_items: int,
+    ar_max_len: int,
+    query_text: QueryText | None = None,
 ) -> np.ndarray:
     """The encoder input for a case: NSP tokens with the target session's context as the
-    query, or (autoregressive baseline) the history's engaged items."""
+    query (with its search text: known at request time), or (autoregressive baseline) the
+    history's engaged items."""
     if objective == "autoregressive":
         return engaged_sequence(case.history, vocab, ar_max_len)
-    return build_tokens(case.history, case.target.scene, case.target.ts, vocab, max_sessions, max_items)
+    target = case.target
+    return build_tokens(
+        case.history,
+        target.scene,
+        target.ts,
+        vocab,
+        max_sessions,
+        max_items,
+        query=target.query,
+        query_text=query_text,
+    )
 
 
 @torch.no_grad()
@@ -53,13 +70,15 @@ def user_matrix(
     objective: str = "nsp",
     ar_max_len: int = 100,
     batch_size: int = 256,
+    query_text: QueryText | None = None,
 ) -> np.ndarray:
-    """(N, D) user vectors, read at each case's last position (the query token, or last item)."""
+    """(N, D) user vectors, read at each case's last position (the query token, or last item);
+    ``query_text`` for a model that reads queries (``model.config.query_pieces`` > 0)."""
     encoder = Encoder(model).eval()
     out = [np.zeros((0, model.config.dim), dtype=np.float32)]
     for start in range(0, len(cases), batch_size):
         sequences = [
-            case_sequence(c, vocab, objective, max_sessions, max_items, ar_max_len)
+            case_sequence(c, vocab, objective, max_sessions, max_items, ar_max_len, query_text)
             for c in cases[start : start + batch_size]
         ]
         out.append(encoder(torch.from_numpy(stack_left_padded(sequences))).numpy().astype(np.float32))
@@ -74,12 +93,15 @@ def model_ranker(
     hnsw: HnswParams | None = None,
     objective: str = "nsp",
     ar_max_len: int = 100,
+    query_text: QueryText | None = None,
 ) -> VectorRanker:
     """The trained model as a ranker: exact search, or an HNSW index built with ``hnsw``."""
     items = item_matrix(model, vocab)
     index = None if hnsw is None else ItemIndex.build(items, hnsw)
 
     def user_vectors(cases: Sequence[EvalCase]) -> np.ndarray:
-        return user_matrix(model, cases, vocab, max_sessions, max_items, objective, ar_max_len)
+        return user_matrix(
+            model, cases, vocab, max_sessions, max_items, objective, ar_max_len, query_text=query_text
+        )
 
     return VectorRanker(user_vectors, items, vocab, index)

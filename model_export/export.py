@@ -7,6 +7,7 @@ on the same inputs at several lengths and batch sizes before anything is publish
 
 from __future__ import annotations
 
+import inspect
 import logging
 import warnings
 from collections.abc import Sequence
@@ -32,20 +33,33 @@ class ExportMismatch(Exception):
 
 def export_encoder(model: NSPModel, path: Path, example: np.ndarray) -> None:
     """Write ``path`` (a single self-contained ONNX file); example: (B, T, F) int64."""
-    encoder = Encoder(model).eval()
+    batch, length = torch.export.Dim("batch", min=1), torch.export.Dim("length", min=2)
+    export_module(Encoder(model), path, example, INPUT_NAME, OUTPUT_NAME, {0: batch, 1: length})
+
+
+def export_module(
+    module: torch.nn.Module,
+    path: Path,
+    example: np.ndarray,
+    input_name: str,
+    output_name: str,
+    dynamic: dict[int, torch.export.Dim],
+) -> None:
+    """Export ``module`` (one tensor in, one out) with the dynamo exporter to ``path``, a single
+    self-contained ONNX file; ``dynamic`` maps the input's dynamic axes to their ``Dim``."""
+    module = module.eval()
     # The exporter warns through torch's logging about optional torchvision ops we never use.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # one INFO line per graph pass
     logging.getLogger("onnxscript").setLevel(logging.WARNING)
-    batch, length = torch.export.Dim("batch", min=1), torch.export.Dim("length", min=2)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's deprecation chatter, not actionable here
         program = torch.onnx.export(
-            encoder,
+            module,
             (torch.from_numpy(example),),
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_shapes={"tokens": {0: batch, 1: length}},
+            input_names=[input_name],
+            output_names=[output_name],
+            dynamic_shapes={_first_argument(module): dynamic},
             opset_version=OPSET,
             dynamo=True,
             external_data=False,
@@ -54,6 +68,11 @@ def export_encoder(model: NSPModel, path: Path, example: np.ndarray) -> None:
     if program is None:
         raise RuntimeError("torch.onnx.export returned no program")
     program.save(str(path), external_data=False)
+
+
+def _first_argument(module: torch.nn.Module) -> str:
+    """The name of ``forward``'s first parameter: ``dynamic_shapes`` is keyed by it."""
+    return next(iter(inspect.signature(module.forward).parameters))
 
 
 def onnx_session(path: Path, threads: int = 1) -> ort.InferenceSession:

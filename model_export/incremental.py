@@ -36,7 +36,7 @@ from index import bundle
 from index.vocab import ITEM_OFFSET, Vocabulary
 from model_export.data import Dataset, load_dataset
 from model_export.model import NSPModel
-from model_export.publish import QualityGate, QualityGateError, load_run, publish
+from model_export.publish import QualityGate, QualityGateError, load_run, load_run_tokenizer, publish
 from model_export.train import NoTrainingData, TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -202,6 +202,7 @@ def run_round(
             model,
             info,
             channel_data=dataset,
+            tokenizer=load_run_tokenizer(state_dir / state.run),  # the start model's, if it reads queries
         )
     except NoTrainingData as exc:
         log.warning("round %d: bucket %d has no training data in the window: %s", number, bucket, exc)

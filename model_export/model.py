@@ -1,7 +1,9 @@
 """The NSP session encoder (TBGRecall-style Next Session Prediction).
 
 Input: ``tokens`` (B, T, F) int64 rows as built by ``index.features.build_tokens``: per session
-a context token and its item tokens, left-padded, the query context token last.
+a context token and its item tokens, left-padded, the query context token last; with
+``query_pieces`` > 0, F = N_FEATURES + query_pieces and a context token's search query (its
+WordPiece ids) is part of its embedding.
 Output: hidden states (B, T, D); the hidden state of a context token is the prediction of
 *that* session (and, with MSP, the next ones), made from earlier sessions only.
 
@@ -22,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from index.features import COL, CONTEXT, ITEM, N_GAP_BUCKETS, PAD
+from index.features import COL, CONTEXT, ITEM, N_GAP_BUCKETS, PAD, QUERY_START
 from index.vocab import ITEM_OFFSET, N_PRICE_BUCKETS
 
 
@@ -51,6 +53,11 @@ class NSPConfig:
     moe_experts: int = 0  # routed experts (0 = plain FFN); plus one always-on shared expert
     moe_top_k: int = 2
     msp_horizons: int = 1  # heads predicting the next 1..H sessions; serving uses the first
+    # Search: query piece columns per token row (0 = the encoder reads no query text; its input
+    # is then N_FEATURES wide, as before search) and the tokenizer's vocabulary size. A context
+    # token adds the mean embedding of its query's pieces (nothing for a session without one).
+    query_pieces: int = 0
+    query_vocab: int = 0
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -233,6 +240,8 @@ class NSPModel(nn.Module):
         self.hour = nn.Embedding(24, D)
         self.weekday = nn.Embedding(7, D)
         self.gap = nn.Embedding(N_GAP_BUCKETS, D)
+        reads_queries = config.query_pieces > 0
+        self.query = nn.Embedding(config.query_vocab, D, padding_idx=0) if reads_queries else None
         self.input_proj = TokenSpecific(D, D, config.tsn)
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList([Block(config, first=i == 0) for i in range(config.n_layers)])
@@ -243,6 +252,9 @@ class NSPModel(nn.Module):
             if isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, std=0.02)
         self.input_proj.start_as_identity()
+        if self.query is not None:
+            with torch.no_grad():
+                self.query.weight[0].zero_()  # the init above overwrote the padding row
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, T, F) → (B, T, D): item tokens sum item-side embeddings, context tokens context ones."""
@@ -265,6 +277,12 @@ class NSPModel(nn.Module):
                 + self.weekday(t[COL["weekday"]])
                 + self.gap(t[COL["gap"]])
             )
+        if self.query is not None:
+            pieces = tokens[..., QUERY_START : QUERY_START + c.query_pieces]  # (B, T, P)
+            present = (pieces > 0).unsqueeze(-1).to(context_part.dtype)  # (B, T, P, 1)
+            summed = (self.query(pieces) * present).sum(dim=-2)  # (B, T, D)
+            # Masked mean over the pieces; a token without a query gets 0 / 1 = 0.
+            context_part = context_part + summed / present.sum(dim=-2).clamp(min=1.0)
         kind = token_type[..., None]
         x = torch.where(kind == ITEM, item_part, torch.where(kind == CONTEXT, context_part, 0.0))
         return self.dropout(self.input_proj(x, token_type == CONTEXT))

@@ -4,7 +4,7 @@ Objectives (``TrainConfig.objective``): ``nsp`` — every context token with his
 its session and, with MSP, the next ones (see ``batches`` and ``losses``); ``autoregressive``
 — the SASRec-style next-item baseline on the same backbone and budget. The run directory holds
 everything ``publish`` needs: the checkpoint (with its own config), the vocabulary,
-popularity lists and metrics.
+popularity lists and metrics, and (for a log with search queries) the tokenizer.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,13 +25,14 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from index.features import MAX_ITEMS_PER_SESSION, MAX_SESSIONS, Session
+from index.features import MAX_ITEMS_PER_SESSION, MAX_SESSIONS, QueryText, Session
 from index.i2i import I2I_FILE
+from index.tokenizer import TOKENIZER_FILE, TextTokenizer
 from index.vocab import Vocabulary
 from model_export.baselines import engaged_counts, fit_baselines, training_arrays
 from model_export.batches import Batch, TargetSet, make_ar_batch, make_nsp_batch
 from model_export.channel_fit import DEFAULT_NEIGHBOURS, channel_rankers, fit_channels
-from model_export.data import DAY, Dataset, EvalCase, load_training_dataset
+from model_export.data import DAY, Dataset, EvalCase, load_training_dataset, read_catalog
 from model_export.evaluate import item_matrix, model_ranker, user_matrix
 from model_export.losses import CountReduce, LogExpectedCount, LossKind, target_loss
 from model_export.model import NSPConfig, NSPModel
@@ -39,6 +40,8 @@ from model_export.negatives import NegativeSampler, SamplerKind
 from model_export.progress import progress_bar
 from model_export.ranking import evaluate
 from model_export.retrieval import VectorRanker
+from model_export.text.build import TextConfig, build_text_channels, offline_text_searches
+from model_export.text.corpus import fit_tokenizer, item_texts, training_queries
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +104,11 @@ class TrainConfig:
     channels: bool = True
     i2i_neighbours: int = DEFAULT_NEIGHBOURS
     model: dict[str, Any] = field(default_factory=dict)  # overrides of NSPConfig defaults
+    # The text channels (BM25, dense two-tower) built beside the model for a log with queries.
+    text: TextConfig = field(default_factory=TextConfig)
+    # Query pieces a context token reads (NSPConfig.query_pieces); 0 disables, and so does
+    # training without a tokenizer (``run`` sets 0 for a log without queries).
+    query_pieces: int = 8
 
     @property
     def uniform_negatives_alone(self) -> bool:
@@ -265,7 +273,9 @@ def lr_factor(step: int, warmup_steps: int, decay: Literal["none", "cosine"], to
     return LR_FLOOR + (1.0 - LR_FLOOR) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def model_ranker_for(model: NSPModel, config: TrainConfig, vocab: Vocabulary) -> VectorRanker:
+def model_ranker_for(
+    model: NSPModel, config: TrainConfig, vocab: Vocabulary, query_text: QueryText | None = None
+) -> VectorRanker:
     return model_ranker(
         model,
         vocab,
@@ -273,6 +283,7 @@ def model_ranker_for(model: NSPModel, config: TrainConfig, vocab: Vocabulary) ->
         config.max_items,
         objective=config.objective,
         ar_max_len=config.ar_max_len,
+        query_text=query_text,
     )
 
 
@@ -282,14 +293,19 @@ def evaluate_cases(
     vocab: Vocabulary,
     config: TrainConfig,
     ks: Sequence[int] = EVAL_KS,
+    query_text: QueryText | None = None,
 ) -> dict[str, float]:
-    return evaluate(model_ranker_for(model, config, vocab), cases, vocab, ks)
+    return evaluate(model_ranker_for(model, config, vocab, query_text), cases, vocab, ks)
 
 
-def build_model(vocab: Vocabulary, config: TrainConfig) -> NSPModel:
+def build_model(vocab: Vocabulary, config: TrainConfig, tokenizer: TextTokenizer | None = None) -> NSPModel:
+    """A fresh model; it reads ``config.query_pieces`` query pieces when given a ``tokenizer``
+    (the NSP objective only)."""
     overrides = dict(config.model)
     if config.objective == "autoregressive":
         overrides.setdefault("msp_horizons", 1)
+    elif tokenizer is not None and config.query_pieces > 0:
+        overrides.update(query_pieces=config.query_pieces, query_vocab=tokenizer.vocab_size)
     return NSPModel(
         NSPConfig(
             n_items=vocab.n_items,
@@ -298,6 +314,16 @@ def build_model(vocab: Vocabulary, config: TrainConfig) -> NSPModel:
             **overrides,
         )
     )
+
+
+def query_text_for(model: NSPModel, tokenizer: TextTokenizer | None) -> QueryText | None:
+    """How ``model``'s sequences carry queries; None for a model that reads none. A model that
+    reads them needs the tokenizer it was trained with (``ValueError`` without one)."""
+    if model.config.query_pieces == 0:
+        return None
+    if tokenizer is None:
+        raise ValueError("the model reads query pieces: pass the tokenizer it was trained with")
+    return QueryText(tokenizer, model.config.query_pieces)
 
 
 class NoTrainingData(ValueError):
@@ -327,19 +353,25 @@ def train(
     start: NSPModel | None = None,
     round_info: dict[str, Any] | None = None,
     channel_data: Dataset | None = None,
+    tokenizer: TextTokenizer | None = None,
+    texts: Sequence[str] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Train (from ``start`` when given: an incremental round) and write the run directory.
 
     ``round_info`` (``kind``, ``bucket``) goes into the checkpoint for the bundle manifest.
     ``channel_data``: the data the channels and merge are fitted on (default ``dataset``; a
-    PIT round trains on one bucket but fits the channels on every user).
+    PIT round trains on one bucket but fits the channels on every user). ``tokenizer``: the
+    text tokenizer (``run`` fits it on a log with queries; a round passes its start's); it is
+    written to the run, and a fresh model reads ``config.query_pieces`` pieces with it.
+    ``texts``: each item's text by label; with a tokenizer, the text channels are built too.
     """
     parallel = Parallel.from_env()
     torch.manual_seed(config.seed)
     torch.set_num_threads(max(1, config.threads // parallel.world))
     rng = np.random.default_rng(config.seed)
     vocab = dataset.vocab
-    model = start if start is not None else build_model(vocab, config)
+    model = start if start is not None else build_model(vocab, config, tokenizer)
+    query_text = query_text_for(model, tokenizer)
     histories, lowest, window_start = training_examples(dataset, config.window_days)
     if not histories:
         raise NoTrainingData("no training user has a target session in the window")
@@ -379,7 +411,14 @@ def train(
                 batch = make_ar_batch(chosen, ends, vocab, config.ar_max_len, drop_seen)
             else:
                 batch = make_nsp_batch(
-                    chosen, ends, vocab, config.max_sessions, config.max_items, horizons, drop_seen
+                    chosen,
+                    ends,
+                    vocab,
+                    config.max_sessions,
+                    config.max_items,
+                    horizons,
+                    drop_seen,
+                    query_text,
                 )
             if parallel.total(len(batch.targets.query)) == 0:
                 continue
@@ -396,12 +435,17 @@ def train(
         stop = False
         if parallel.rank == 0:  # rank 0 alone selects, evaluates and writes the run
             # Without validation cases there is nothing to select on: the last epoch is kept.
-            val = evaluate_cases(model, dataset.val, vocab, config) if dataset.val else {}
+            val = (
+                evaluate_cases(model, dataset.val, vocab, config, query_text=query_text)
+                if dataset.val
+                else {}
+            )
             log.info("epoch %d: loss %.4f  val %s", epoch + 1, float(np.mean(losses or [0.0])), _fmt(val))
             score = val[SELECT_METRIC] if val else float(epoch)
             if val and config.drop_seen_targets:
                 # Trained for a deployment that excludes seen items: selected as it will be judged.
-                unseen = evaluate(model_ranker_for(model, config, vocab), dataset.val, vocab, EVAL_KS, True)
+                nsp = model_ranker_for(model, config, vocab, query_text)
+                unseen = evaluate(nsp, dataset.val, vocab, EVAL_KS, True)
                 score = unseen[SELECT_METRIC]
             if score > best["score"]:
                 best = {"score": score, "epoch": epoch + 1, "state": _copy_state(model)}
@@ -413,11 +457,14 @@ def train(
         return {}
     model.load_state_dict(best["state"])
     train_seconds = time.monotonic() - started
-    results = {"val": evaluate_cases(model, dataset.val, vocab, config) if dataset.val else {}}
+    val = evaluate_cases(model, dataset.val, vocab, config, query_text=query_text) if dataset.val else {}
+    results = {"val": val}
     if dataset.test:
-        results["test"] = evaluate_cases(model, dataset.test, vocab, config)
+        results["test"] = evaluate_cases(model, dataset.test, vocab, config, query_text=query_text)
     if config.channels and config.objective == "nsp":
-        results.update(fit_and_write_channels(model, channel_data or dataset, dataset, config, out_dir))
+        fit_on = channel_data or dataset
+        text = TextInputs(tokenizer, texts) if tokenizer is not None and texts is not None else None
+        results.update(fit_and_write_channels(model, fit_on, dataset, config, out_dir, query_text, text))
     if dataset.test and config.baselines:
         # The same harness and split for the baselines a user would otherwise pick.
         for name, ranker in fit_baselines(dataset.train, vocab).items():
@@ -444,6 +491,8 @@ def train(
         out_dir / CHECKPOINT,
     )
     vocab.save(out_dir)
+    if tokenizer is not None:
+        tokenizer.save(out_dir / TOKENIZER_FILE)
     (out_dir / POPULARITY).write_text(json.dumps(dataset.popularity))
     summary = {
         **results,
@@ -453,26 +502,52 @@ def train(
     return summary
 
 
+@dataclass(frozen=True)
+class TextInputs:
+    """What the text channels are built from: the shared tokenizer and each item's text."""
+
+    tokenizer: TextTokenizer
+    texts: Sequence[str]  # by vocabulary label
+
+
 def fit_and_write_channels(
-    model: NSPModel, fit_on: Dataset, dataset: Dataset, config: TrainConfig, out_dir: Path
+    model: NSPModel,
+    fit_on: Dataset,
+    dataset: Dataset,
+    config: TrainConfig,
+    out_dir: Path,
+    query_text: QueryText | None = None,
+    text: TextInputs | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Fit the channels and merge on ``fit_on``'s validation cases, write them to the run, and
-    return the merged list's validation and test metrics for both exclusion policies."""
+    """Build the text channels (given ``text``), fit the channels and merges on ``fit_on``'s
+    validation cases, write them to the run, and return the merged list's validation and test
+    metrics for both exclusion policies (and for the search cases, with the search merge)."""
     vocab = dataset.vocab
 
     def user_vectors(cases: Sequence[EvalCase]) -> np.ndarray:
-        return user_matrix(model, cases, vocab, config.max_sessions, config.max_items)
+        return user_matrix(model, cases, vocab, config.max_sessions, config.max_items, query_text=query_text)
 
-    spec, table, source = fit_channels(fit_on, user_vectors, item_matrix(model, vocab), config.i2i_neighbours)
+    searches = {}
+    if text is not None:
+        text_spec = build_text_channels(fit_on, text.texts, text.tokenizer, out_dir, config.text)
+        searches = offline_text_searches(out_dir, text_spec, text.tokenizer, vocab.n_items)
+    spec, table, source = fit_channels(
+        fit_on, user_vectors, item_matrix(model, vocab), config.i2i_neighbours, text=searches
+    )
     table.save(out_dir / I2I_FILE)
     (out_dir / CHANNELS).write_text(spec.model_dump_json(indent=2))
-    merged = channel_rankers(source, spec)["merged"]
     results: dict[str, dict[str, float]] = {}
-    for split, cases in (("val", fit_on.val), ("test", dataset.test)):
-        for suffix, exclude_seen in (("", False), (UNSEEN_SUFFIX, True)):
-            if cases:
-                metrics = evaluate(merged, cases, vocab, EVAL_KS, exclude_seen, per_k=True)
-                results[f"{split}_merged{suffix}"] = metrics
+    for search, val_cases, test_cases in (
+        (False, fit_on.val, dataset.test),
+        (True, fit_on.search_val, dataset.search_test),
+    ):
+        merged = channel_rankers(source, spec, search)["merged"]
+        prefix = "search_merged" if search else "merged"
+        for split, cases in (("val", val_cases), ("test", test_cases)):
+            for suffix, exclude_seen in (("", False), (UNSEEN_SUFFIX, True)):
+                if cases:
+                    metrics = evaluate(merged, cases, vocab, EVAL_KS, exclude_seen, per_k=True)
+                    results[f"{split}_{prefix}{suffix}"] = metrics
     return results
 
 
@@ -494,6 +569,14 @@ def run(
     test_days: int = 1,
 ) -> dict[str, Any]:
     """``train`` on the log; a log ``load_training_dataset`` refuses raises its ``DataError``
-    before anything is written."""
+    before anything is written. A log with search queries first gets its text tokenizer, fitted
+    on the catalog's item texts and the training queries."""
     dataset = load_training_dataset(events, catalog, val_days, test_days)
-    return train(dataset, config, out_dir, progress)
+    tokenizer, texts = None, None
+    queries = training_queries(dataset.train)
+    if queries:
+        texts = item_texts(read_catalog(catalog), dataset.vocab)
+        tokenizer = fit_tokenizer(texts, queries)
+    else:
+        config = replace(config, query_pieces=0)  # no queries to read: recorded as such
+    return train(dataset, config, out_dir, progress, tokenizer=tokenizer, texts=texts)

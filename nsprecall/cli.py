@@ -38,7 +38,12 @@ def _synth(args: argparse.Namespace) -> None:
         complement_chain=knobs["complement_chain"],
         unordered_exposure=knobs["unordered_exposure"],
     )
-    counts = generate(config, args.out, progress=not args.quiet)
+    if args.search:
+        from model_export.search_world import generate_search_world
+
+        counts = generate_search_world(config, args.out, progress=not args.quiet)
+    else:
+        counts = generate(config, args.out, progress=not args.quiet)
     print(json.dumps({"out": str(args.out), **counts}))
 
 
@@ -70,6 +75,7 @@ def _train(args: argparse.Namespace) -> None:
         lr_decay=args.lr_decay,
         scene_norm=args.scene_norm,
         patience=args.patience,
+        query_pieces=args.query_pieces,
         model={"dim": args.dim, "dropout": args.dropout},
     )
     events, catalog = args.data / "events.csv", args.data / "catalog.csv"
@@ -231,6 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
         ("unordered-exposure", "share of requests shown as an unordered grid"),
     ):
         p.add_argument(f"--{knob}", type=float, default=None, help=f"0..1, overrides --world: {what}")
+    p.add_argument(
+        "--search",
+        action="store_true",
+        help="search world: attribute catalog, search requests with queries, search_intents.csv",
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_synth)
 
@@ -275,6 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scene-norm", action="store_true", help="average the loss within each scene first")
     p.add_argument(
         "--patience", type=int, default=None, help="stop after N epochs without a better validation HR@100"
+    )
+    p.add_argument(
+        "--query-pieces",
+        type=int,
+        default=8,
+        help="search query pieces each context token reads (0: none; a log without queries: none)",
     )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_train)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import ctypes
+import json
 import logging
 import os
 import shutil
@@ -36,17 +37,23 @@ DEMO_DAYS = 30
 SEED_USERS = 1000  # users whose history is loaded into the store at start
 
 
+INTENTS_FILE = "search_intents.csv"  # written by the search world; marks a demo world with search
+
+
 def build_bundle(demo_dir: Path, bundle_root: Path) -> None:
     from model_export.publish import publish
-    from model_export.synth import SynthConfig, generate
+    from model_export.search_world import generate_search_world
+    from model_export.synth import SynthConfig
     from model_export.train import TrainConfig, run
     from nsprecall.cli import print_quality
 
     data = demo_dir / "data"
-    if not (data / "events.csv").is_file():
-        log.info("generating the demo world into %s", data)
-        generate(SynthConfig(n_users=DEMO_USERS, n_items=DEMO_ITEMS, n_days=DEMO_DAYS), data)
-    if latest_version(bundle_root) is not None:
+    fresh = not (data / INTENTS_FILE).is_file()  # none yet, or a world from before search
+    if fresh:
+        log.info("generating the demo world (with search sessions) into %s", data)
+        shutil.rmtree(data, ignore_errors=True)
+        generate_search_world(SynthConfig(n_users=DEMO_USERS, n_items=DEMO_ITEMS, n_days=DEMO_DAYS), data)
+    if latest_version(bundle_root) is not None and not fresh:
         return
     log.info("training the demo model (a couple of minutes on 2 cores)")
     summary = run(data / "events.csv", data / "catalog.csv", demo_dir / "run", TrainConfig())
@@ -129,7 +136,14 @@ def pick_demo_user(events: Path, seed_users: int) -> str:
     return counts.most_common(1)[0][0]
 
 
-def _announce_when_ready(port: int, user_id: str) -> None:
+def pick_demo_query(intents: Path) -> str:
+    """The most frequent search query of the demo world (a head query: every channel knows it)."""
+    with intents.open() as f:
+        counts = Counter(row["query"] for row in csv.DictReader(f) if row["query"])
+    return counts.most_common(1)[0][0] if counts else "running shoes"
+
+
+def _announce_when_ready(port: int, user_id: str, query: str) -> None:
     base = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:
@@ -138,10 +152,13 @@ def _announce_when_ready(port: int, user_id: str) -> None:
                     break
         except OSError:
             time.sleep(0.5)
-    body = f'{{"user_id": "{user_id}", "k": 10, "scene": "homepage"}}'
+    recommend = json.dumps({"user_id": user_id, "k": 10, "scene": "homepage"})
+    search = json.dumps({"user_id": user_id, "k": 10, "scene": "search", "query": query})
+    curl = f"curl -s -X POST {base}/v1/recall -H 'content-type: application/json' -d"
     print(
-        "\nnsp-recall is serving. Try:\n"
-        f"  curl -s -X POST {base}/v1/recall -H 'content-type: application/json' -d '{body}'\n",
+        "\nnsp-recall is serving. Try a recommendation and a search request:\n"
+        f"  {curl} '{recommend}'\n"
+        f"  {curl} '{search}'\n",
         flush=True,
     )
 
@@ -150,13 +167,14 @@ def run_demo(demo_dir: Path, bundle_root: Path, port: int = 8000) -> None:
     from service.server import serve
     from service.settings import Settings
 
-    events = demo_dir / "data" / "events.csv"
-    if latest_version(bundle_root) is None or not events.is_file():
+    events, intents = demo_dir / "data" / "events.csv", demo_dir / "data" / INTENTS_FILE
+    if latest_version(bundle_root) is None or not intents.is_file():
         build_bundle(demo_dir, bundle_root)
     user_id = pick_demo_user(events, SEED_USERS)
+    query = pick_demo_query(intents)
     with local_redis(demo_dir / "redis") as redis_url:
         settings = Settings(
             bundle_root=bundle_root, port=port, redis_url=SecretStr(redis_url) if redis_url else None
         )
-        threading.Thread(target=_announce_when_ready, args=(port, user_id), daemon=True).start()
+        threading.Thread(target=_announce_when_ready, args=(port, user_id, query), daemon=True).start()
         serve(settings, seed_events=events, seed_users=SEED_USERS)

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from pydantic import TypeAdapter
@@ -32,8 +33,10 @@ from index.features import ACTIONS, Event, Session, group_sessions
 from index.fusion import Candidates, FusionParams, merge
 from index.popularity import ALL_SCENES
 from service.batching import EncodeBatcher
-from service.channels import CHANNEL_NAMES, ChannelName
+from service.channels import CHANNEL_NAMES, TEXT_CHANNELS, ChannelName
 from service.channels.base import Channel, RequestContext
+from service.channels.bm25 import Bm25Channel
+from service.channels.dense import DenseChannel
 from service.channels.history import HistoryChannel
 from service.channels.i2i import I2IChannel
 from service.channels.nsp import NspChannel
@@ -45,6 +48,7 @@ from service.schemas import (
     RecalledItem,
     RecallRequest,
     RecallResponse,
+    Scenario,
     SessionItem,
     SessionOut,
 )
@@ -62,12 +66,27 @@ class ChannelsIncomplete(Exception):
     """A merged list could only be computed without some channel."""
 
 
+class Merged(NamedTuple):
+    """What the channels and the merge made of one request."""
+
+    items: list[RecalledItem] | None  # None: every chosen channel failed
+    answered: list[str]  # channels whose lists went into the merge, in the order they ran
+    missing: list[str]  # channels that failed or missed their deadline
+
+
 def standard_channels(
     executor: Executor, metrics: Metrics, batcher: EncodeBatcher | None = None
 ) -> list[Channel]:
     """Every channel this service runs; a new channel is one more line here (and its name in
     ``service.channels.CHANNEL_NAMES``)."""
-    return [NspChannel(executor, metrics, batcher), HistoryChannel(), I2IChannel(executor), PopularChannel()]
+    return [
+        NspChannel(executor, metrics, batcher),
+        HistoryChannel(),
+        I2IChannel(executor),
+        PopularChannel(),
+        Bm25Channel(executor),
+        DenseChannel(executor),
+    ]
 
 
 @dataclass(frozen=True)
@@ -81,7 +100,11 @@ class RecallQuery:
     exclude_item_ids: Sequence[str] = ()
     channels: Sequence[ChannelName] | None = None  # None: every channel the bundle carries
     as_of: int | None = None  # None: now
-    query: str | None = None
+    query: str | None = None  # normalised search text (``index.text``); None: a recommendation request
+
+    @property
+    def scenario(self) -> Scenario:
+        return "recommendation" if self.query is None else "search"
 
     @classmethod
     def of(cls, request: RecallRequest, k: int, exclude_seen: bool) -> RecallQuery:
@@ -93,7 +116,7 @@ class RecallQuery:
             exclude_item_ids=request.exclude_item_ids,
             channels=request.channels,
             as_of=request.as_of,
-            query=request.query,
+            query=request.query,  # normalised by the request's validator
         )
 
 
@@ -133,20 +156,23 @@ class RecallPipeline:
         now = int(self._clock()) if query.as_of is None else query.as_of
         if query.as_of is not None:  # a replay: only what had happened by then
             events = [event for event in events if event.ts < query.as_of]
-        if not events:
+        if not events and query.query is None:
             return self._fallback(bundle, query, degraded=False)
+        # A search request runs its channels without history too: the text channels need none.
         sessions = group_sessions(events)
-        items, missing = await self._merged(bundle, query, sessions, now)
-        if items is None:
+        merged = await self._merged(bundle, query, sessions, now)
+        if merged.items is None:
             seen = list(_seen_ids(sessions)) if query.exclude_seen else []
-            return self._fallback(bundle, query, degraded=True, missing=missing, seen=seen)
+            return self._fallback(bundle, query, degraded=True, missing=merged.missing, seen=seen)
         return RecallResponse(
             user_id=query.user_id,
             bundle_version=bundle.version,
             source="model",
-            degraded=bool(missing),
-            items=items,
-            missing_channels=missing,
+            degraded=bool(merged.missing),
+            items=merged.items,
+            scenario=query.scenario,
+            answered_channels=merged.answered,
+            missing_channels=merged.missing,
         )
 
     async def top_k(
@@ -162,10 +188,10 @@ class RecallPipeline:
         if not events:
             return None
         query = RecallQuery(user_id=user_id, k=k, scene=scene, exclude_seen=True)
-        items, missing = await self._merged(bundle, query, group_sessions(events), int(now))
-        if missing or items is None:
-            raise ChannelsIncomplete(f"channels failed: {', '.join(missing)}")
-        return items
+        merged = await self._merged(bundle, query, group_sessions(events), int(now))
+        if merged.missing or merged.items is None:
+            raise ChannelsIncomplete(f"channels failed: {', '.join(merged.missing)}")
+        return merged.items
 
     async def sessions(self, user_id: str, limit: int) -> list[SessionOut]:
         """The user's ``limit`` most recent sessions, newest first. Raises ``StoreUnavailable``."""
@@ -179,19 +205,17 @@ class RecallPipeline:
             self._metrics.store_errors.labels(operation="recent").inc()
             raise
 
-    async def _merged(
-        self, bundle: Bundle, query: RecallQuery, sessions: list[Session], now: int
-    ) -> tuple[list[RecalledItem] | None, list[str]]:
-        """(items, channels that failed); items is None when every channel failed."""
+    async def _merged(self, bundle: Bundle, query: RecallQuery, sessions: list[Session], now: int) -> Merged:
         context = _context(bundle, query, sessions, now)
-        chosen = self._chosen(bundle, query.channels)
+        chosen = self._chosen(bundle, query.channels, search=query.query is not None)
         outcomes = await asyncio.gather(*(self._run(channel, context, bundle) for channel in chosen))
         lists = {c.name: out for c, out in zip(chosen, outcomes, strict=True) if out is not None}
         missing = [c.name for c, out in zip(chosen, outcomes, strict=True) if out is None]
         if not lists and missing:  # every chosen channel failed (none chosen: the padding answers)
-            return None, missing
+            return Merged(None, [], missing)
         with self._metrics.stage("merge"):
-            labels, scores, hits = merge(lists, _fusion(bundle, query.exclude_seen), query.k)
+            fusion = _fusion(bundle, query.exclude_seen, search=query.query is not None)
+            labels, scores, hits = merge(lists, fusion, query.k)
         with self._metrics.stage("postprocess"):
             ids = bundle.vocab.item_ids[labels].tolist() if len(labels) else []
             rows: list[dict[str, object]] = [
@@ -209,9 +233,11 @@ class RecallPipeline:
             items = ITEMS.validate_python(rows)  # one validation pass: ~35 % faster than per item
             for channel, count in collections.Counter(name for hit in hits for name in hit).items():
                 self._metrics.channel_items.labels(channel=channel).inc(count)
-        return items, missing
+        return Merged(items, list(lists), missing)
 
-    def _chosen(self, bundle: Bundle, requested: Sequence[ChannelName] | None) -> list[Channel]:
+    def _chosen(self, bundle: Bundle, requested: Sequence[ChannelName] | None, search: bool) -> list[Channel]:
+        """The channels a request runs: those asked for (default: every channel the bundle
+        carries), less the text channels on a request without a query (they answer nothing)."""
         if requested is not None:
             names: Iterable[ChannelName] = dict.fromkeys(requested)  # deduplicated, in order
         elif bundle.manifest.channels is None:
@@ -221,7 +247,9 @@ class RecallPipeline:
         return [
             self._channels[name]
             for name in names
-            if name in self._channels and self._channels[name].available(bundle)
+            if (search or name not in TEXT_CHANNELS)
+            and name in self._channels
+            and self._channels[name].available(bundle)
         ]
 
     async def _run(self, channel: Channel, context: RequestContext, bundle: Bundle) -> Candidates | None:
@@ -270,6 +298,8 @@ class RecallPipeline:
             source="fallback",
             degraded=degraded,
             items=items,
+            scenario=query.scenario,
+            answered_channels=[],  # the popularity list, not a channel's answer
             missing_channels=list(missing),
         )
 
@@ -299,11 +329,11 @@ def _seen_ids(sessions: Iterable[Session]) -> Iterator[str]:
     return (item for session in sessions for item, _ in session.items)
 
 
-def _fusion(bundle: Bundle, exclude_seen: bool) -> FusionParams:
+def _fusion(bundle: Bundle, exclude_seen: bool, search: bool) -> FusionParams:
     spec = bundle.manifest.channels
     if spec is None:
         return FusionParams()
-    return spec.fusion_for(exclude_seen)
+    return spec.fusion_for(exclude_seen, search)
 
 
 def _hits(ranks: dict[str, int], lists: dict[str, Candidates]) -> dict[str, dict[str, float]]:
@@ -330,7 +360,13 @@ def _popular_ids(bundle: Bundle, scene: str, k: int, excluded: Collection[str]) 
 
 def _session_out(session: Session) -> SessionOut:
     items = [SessionItem(item_id=item, action=_action_name(code)) for item, code in session.items]
-    return SessionOut(request_id=session.request_id, ts=session.ts, scene=session.scene, items=items)
+    return SessionOut(
+        request_id=session.request_id,
+        ts=session.ts,
+        scene=session.scene,
+        items=items,
+        query=session.query or None,
+    )
 
 
 def _action_name(code: int) -> str:

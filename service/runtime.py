@@ -147,6 +147,11 @@ class LoadedBundle:
             )
         i2i = _read_i2i(directory, manifest)
         text = load_text_indexes(directory, manifest)
+        if manifest.encoder.query_pieces > 0 and text is None:
+            raise BundleError(
+                f"{directory}: the encoder reads search queries but the bundle has no tokenizer "
+                "(the manifest has no text section)"
+            )
         bundle = cls(directory, manifest, vocab, session, index, _read_popularity(directory), i2i, text)
         bundle._check_probe()
         log.info(

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from index.features import Event
+from index.text import MAX_QUERY_CHARS, normalize_text
 from service.channels import ChannelName
 from service.settings import API_MAX_EVENTS_PER_BATCH, API_MAX_EXCLUDE_IDS, API_MAX_K
 
@@ -30,9 +31,42 @@ Scene = Annotated[str, Field(min_length=1, max_length=64)]
 RequestId = Annotated[str, Field(min_length=1, max_length=128)]
 Action = Literal["exposure", "click", "cart", "pay"]
 Source = Literal["model", "cache", "fallback"]
+Scenario = Literal["recommendation", "search"]
 # 2100-01-01T00:00:00Z. A later event time is a unit mistake (ms or µs), and the encoder's
 # calendar features cannot represent years past 9999 at all.
 MAX_TS = 4_102_444_800
+# The characters ``normalize_text`` drops or folds to nothing (whitespace, Cc, Cf), for the
+# OpenAPI schema only: a query must hold one character outside them, so that the schema refuses
+# what the validator refuses (the API fuzz run holds the two to each other, and
+# tests/test_text.py holds this list to ``normalize_text`` over every code point).
+BLANK_CHARS = (
+    r"\u0000-\u0020\u007f-\u00a0\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u1680"
+    r"\u180e\u2000-\u200f\u2028-\u202f\u205f-\u2064\u2066-\u206f\u3000\ufeff\ufff9-\ufffb"
+    r"\U000110bd\U000110cd\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    r"\U000e0001\U000e0020-\U000e007f"
+)
+
+
+def _query_text(value: str) -> str:
+    text = normalize_text(value)
+    if not text:
+        raise ValueError(
+            "query is empty after normalisation (whitespace, control and format characters are "
+            "dropped); omit it or send null for a recommendation request"
+        )
+    if len(text) > MAX_QUERY_CHARS:
+        raise ValueError(f"query is {len(text)} characters after normalisation; at most {MAX_QUERY_CHARS}")
+    return text
+
+
+# Search text as sent, then normalised (``index.text``): 1..512 characters both as sent and after
+# normalisation. The raw bound is the normalised one because the OpenAPI schema can only state a
+# raw length, and every string it calls valid must be accepted.
+QueryText = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_QUERY_CHARS, json_schema_extra={"pattern": f"[^{BLANK_CHARS}]"}),
+    AfterValidator(_query_text),
+]
 
 
 class _Request(BaseModel):
@@ -56,10 +90,12 @@ class RecallRequest(_Request):
     exclude_item_ids: list[ItemId] = Field(
         default_factory=list, max_length=API_MAX_EXCLUDE_IDS, description="Items never to return (≤ 1000)."
     )
-    query: str | None = Field(
+    query: QueryText | None = Field(
         default=None,
-        max_length=512,
-        description="Search query text; reserved for the search channels, ignored by v1.",
+        description="Search text (1..512 characters, as sent and after normalisation: NFKC, lower "
+        "case, control and format characters dropped, whitespace collapsed). A query makes the "
+        "request a search request: the text channels read it and the bundle's search fusion merges "
+        "the lists. Null or absent: a recommendation request.",
     )
     channels: list[ChannelName] | None = Field(
         default=None,
@@ -83,9 +119,16 @@ class EventIn(_Request):
         description="Unix time in seconds (before 2100)."
     )
     request_id: RequestId
+    query: QueryText | None = Field(
+        default=None,
+        description="Search text of the event's request, normalised as the recall query is; null "
+        "or absent outside search.",
+    )
 
     def to_event(self) -> Event:
-        return Event(self.user_id, self.item_id, self.ts, self.action, self.scene, self.request_id)
+        return Event(
+            self.user_id, self.item_id, self.ts, self.action, self.scene, self.request_id, self.query or ""
+        )
 
 
 class EventsRequest(_Request):
@@ -113,6 +156,15 @@ class RecallResponse(BaseModel):
     source: Source
     degraded: bool
     items: list[RecalledItem]
+    scenario: Scenario = Field(
+        default="recommendation",
+        description="search: the request carried a query; recommendation: it did not.",
+    )
+    answered_channels: list[str] = Field(
+        default_factory=list,
+        description="Channels whose lists went into the merge, in the order they ran; empty for a "
+        "fallback or cache answer.",
+    )
     missing_channels: list[str] = Field(
         default_factory=list,
         description="Channels that failed or timed out; the answer was merged without them.",
@@ -133,6 +185,12 @@ class SessionOut(BaseModel):
     ts: int
     scene: str
     items: list[SessionItem]
+    # Left out of the body when None, so a session outside search reads as it did before search.
+    query: str | None = Field(
+        default=None,
+        exclude_if=lambda query: query is None,
+        description="The session's search text, normalised; absent outside search.",
+    )
 
 
 class SessionsResponse(BaseModel):

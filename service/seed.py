@@ -1,8 +1,10 @@
 """Seeding the session store from an event-log CSV at start-up (demos, load tests).
 
-The file has the header ``user_id,item_id,ts,action,scene,request_id`` (design §3.5) and may be
-gzipped (``.gz``). It is streamed: rows are read in a worker thread one batch at a time and
-appended through the same ``SessionStore`` the API writes to.
+The file has the header ``user_id,item_id,ts,action,scene,request_id`` (design §3.5), optionally
+with a ``query`` column (the search text of the event's request, normalised as the API does; an
+empty cell or no column: no query), and may be gzipped (``.gz``). It is streamed: rows are read in
+a worker thread one batch at a time and appended through the same ``SessionStore`` the API writes
+to.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from index.features import ACTIONS, Event
+from index.text import MAX_QUERY_CHARS, normalize_text
 from service.store import SessionStore
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ("user_id", "item_id", "ts", "action", "scene", "request_id")
+QUERY_COLUMN = "query"  # optional
 BATCH_SIZE = 1000
 
 
@@ -31,7 +35,8 @@ class SeedError(Exception):
 def read_events(path: Path, max_users: int | None = None) -> Iterator[Event]:
     """Events of the file in file order; only the first ``max_users`` distinct users if given.
 
-    Rows with a bad ``ts`` or an unknown ``action`` are skipped with one warning at the end.
+    Rows with a bad ``ts``, an unknown ``action`` or a query longer than the API accepts
+    (``MAX_QUERY_CHARS`` after normalisation) are skipped with one warning at the end.
     Blocking file I/O: iterate it off the event loop.
     """
     users: set[str] = set()
@@ -52,12 +57,13 @@ def read_events(path: Path, max_users: int | None = None) -> Iterator[Event]:
             except ValueError:
                 skipped += 1
                 continue
-            if row["action"] not in ACTIONS or ts <= 0:
+            query = normalize_text(row.get(QUERY_COLUMN) or "")
+            if row["action"] not in ACTIONS or ts <= 0 or len(query) > MAX_QUERY_CHARS:
                 skipped += 1
                 continue
-            yield Event(user, row["item_id"], ts, row["action"], row["scene"], row["request_id"])
+            yield Event(user, row["item_id"], ts, row["action"], row["scene"], row["request_id"], query)
     if skipped:
-        log.warning("%s: skipped %d rows with a bad ts or action", path, skipped)
+        log.warning("%s: skipped %d rows with a bad ts, action or query", path, skipped)
 
 
 async def seed_store(store: SessionStore, path: Path, max_users: int | None = None) -> tuple[int, int]:

@@ -132,12 +132,14 @@ class InMemorySessionStore:
 class RedisSessionStore:
     """Redis lists, one per user, at ``{prefix}:{{user_id}}:events`` (hash-tagged by user).
 
-    Values are compact JSON ``[item_id, ts, action, scene, request_id]``. A batch is written
-    atomically per user (LPUSH oldest→newest, LTRIM, EXPIRE), so readers never see part of a
-    user's events: one MULTI/EXEC for the whole batch on a standalone Redis; on a cluster, where
-    a transaction cannot span hash slots, one Lua script per user, pipelined. Every call is
-    bounded by ``timeout_s`` and goes through ``breaker`` (see ``service.redis_client``);
-    failures raise ``StoreUnavailable``. Safe for concurrent use from one event loop.
+    Values are compact JSON ``[item_id, ts, action, scene, request_id]``, plus the event's search
+    text as a sixth element when it has one (values of either length are read, so lists written
+    before search stay readable). A batch is written atomically per user (LPUSH oldest→newest,
+    LTRIM, EXPIRE), so readers never see part of a user's events: one MULTI/EXEC for the whole
+    batch on a standalone Redis; on a cluster, where a transaction cannot span hash slots, one
+    Lua script per user, pipelined. Every call is bounded by ``timeout_s`` and goes through
+    ``breaker`` (see ``service.redis_client``); failures raise ``StoreUnavailable``. Safe for
+    concurrent use from one event loop.
     """
 
     def __init__(
@@ -237,13 +239,20 @@ return 1
 
 
 def _encode(event: Event) -> bytes:
-    return orjson.dumps([event.item_id, event.ts, event.action, event.scene, event.request_id])
+    fields: list[object] = [event.item_id, event.ts, event.action, event.scene, event.request_id]
+    if event.query:  # most events carry none; values from before search have five elements
+        fields.append(event.query)
+    return orjson.dumps(fields)
 
 
 def _decode(user_id: str, value: bytes | str) -> Event | None:
     try:
-        item_id, ts, action, scene, request_id = orjson.loads(value)
-        return Event(user_id, str(item_id), int(ts), str(action), str(scene), str(request_id))
+        fields = orjson.loads(value)
+        if not isinstance(fields, list) or len(fields) not in (5, 6):
+            return None
+        item_id, ts, action, scene, request_id = fields[:5]
+        query = str(fields[5]) if len(fields) == 6 else ""
+        return Event(user_id, str(item_id), int(ts), str(action), str(scene), str(request_id), query)
     except (orjson.JSONDecodeError, TypeError, ValueError):
         return None
 

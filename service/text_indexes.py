@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from index.bm25 import BM25_FILES, Bm25Index
 from index.bundle import BundleError, Manifest, TextSpec
+from index.dense import DENSE_FILES, DenseText
 from index.tokenizer import TOKENIZER_FILE, TextTokenizer
 
 
@@ -20,6 +22,8 @@ class TextIndexes:
 
     spec: TextSpec
     tokenizer: TextTokenizer
+    bm25: Bm25Index | None = None  # the bm25 channel's index (spec.bm25)
+    dense: DenseText | None = None  # the dense channel's encoder and index (spec.dense)
 
 
 def load_text_indexes(directory: Path, manifest: Manifest) -> TextIndexes | None:
@@ -35,4 +39,33 @@ def load_text_indexes(directory: Path, manifest: Manifest) -> TextIndexes | None
         tokenizer = TextTokenizer.load(directory / TOKENIZER_FILE)
     except (OSError, ValueError) as exc:
         raise BundleError(f"{directory}: unreadable {TOKENIZER_FILE}: {exc}") from exc
-    return TextIndexes(spec, tokenizer)
+    bm25 = _load_bm25(directory, manifest, spec)
+    return TextIndexes(spec, tokenizer, bm25=bm25, dense=_load_dense(directory, manifest, spec))
+
+
+def _load_bm25(directory: Path, manifest: Manifest, spec: TextSpec) -> Bm25Index | None:
+    if spec.bm25 is None:
+        return None
+    missing = [name for name in BM25_FILES if name not in manifest.files]
+    if missing:
+        raise BundleError(
+            f"{directory}: manifest configures the bm25 channel but does not list {', '.join(missing)}"
+        )
+    try:
+        return Bm25Index.load(directory, manifest.item_count, spec.bm25)
+    except (OSError, ValueError) as exc:  # the message starts with the file's name
+        raise BundleError(f"{directory}: unreadable bm25 index: {exc}") from exc
+
+
+def _load_dense(directory: Path, manifest: Manifest, spec: TextSpec) -> DenseText | None:
+    if spec.dense is None:
+        return None
+    missing = [name for name in DENSE_FILES if name not in manifest.files]
+    if missing:
+        raise BundleError(
+            f"{directory}: manifest configures the dense channel but does not list {', '.join(missing)}"
+        )
+    try:
+        return DenseText.load(directory, spec.dense, manifest.item_count, spec.max_query_tokens)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise BundleError(f"{directory}: dense channel refused: {exc}") from exc

@@ -335,9 +335,18 @@ async def serving(
 
 
 async def post_events(client: httpx.AsyncClient, events: Sequence[Event]) -> None:
-    body = {"events": [asdict(event) for event in events]}
+    body = {"events": [event_body(event) for event in events]}
     response = await client.post("/v1/events", json=body)
     assert response.status_code == 202, response.text
+
+
+def event_body(event: Event) -> dict[str, Any]:
+    """``event`` as ``POST /v1/events`` takes it: no ``query`` field when it has none (the API
+    refuses an empty query)."""
+    fields = asdict(event)
+    if not event.query:
+        del fields["query"]
+    return fields
 
 
 async def recall(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:

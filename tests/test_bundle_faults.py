@@ -24,13 +24,12 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 from cli_helpers import metric, serve_process, wait_until
-from fakes import history, unit_rows, write_real_bundle
+from fakes import event_body, history, unit_rows, write_real_bundle
 from recall_load import RecallLoad
 
 from index import bundle
@@ -448,7 +447,9 @@ def test_serve_under_load_refuses_every_faulty_publish_and_fails_no_request(
     with serve_process(root, redis_url, env=env, log_path=log_path, client_timeout=30) as client:
         for user in USERS:
             events = history(user, [f"item-{(7 * n + len(user)) % N_ITEMS:04d}" for n in range(6)])
-            assert client.post("/v1/events", json={"events": [asdict(e) for e in events]}).status_code == 202
+            assert (
+                client.post("/v1/events", json={"events": [event_body(e) for e in events]}).status_code == 202
+            )
         assert client.get("/v1/admin/bundle").status_code == 403  # no NSP_ADMIN_TOKEN: disabled
         with RecallLoad(str(client.base_url), USERS, LOAD_THREADS) as load:
             wait_until(lambda: len(load) >= 30, 30, "load on bundle 1")

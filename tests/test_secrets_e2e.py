@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-from dataclasses import asdict
 from pathlib import Path
 
 import httpx
 import pytest
 from cli_helpers import CLI, ROOT, serve_process
-from fakes import history, write_real_bundle
+from fakes import event_body, history, write_real_bundle
 from pydantic import ValidationError
 from redis_servers import RedisServer, running
 
@@ -47,7 +46,7 @@ def test_a_served_process_never_shows_the_redis_password_or_the_admin_token(tmp_
 
     with running(server, ping_url=url), serve_process(bundles, url, env=env, log_path=log_path) as client:
         admin, wrong = {"Authorization": f"Bearer {TOKEN}"}, {"Authorization": f"Bearer {WRONG_TOKEN}"}
-        events = [asdict(e) for e in history("alice", ["item-0001", "item-0002", "item-0003"])]
+        events = [event_body(e) for e in history("alice", ["item-0001", "item-0002", "item-0003"])]
         call(client, "POST", "/v1/events", 202, json={"events": events})
         assert (
             call(client, "POST", "/v1/recall", 200, json={"user_id": "alice", "k": 5}).json()["source"]

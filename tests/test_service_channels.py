@@ -21,7 +21,7 @@ from index.features import Event
 from index.fusion import RRF_K, SEEN, UNSEEN, FusionParams
 from index.history import HistoryParams
 from index.i2i import I2IParams, ItemToItem
-from service.channels import CHANNEL_NAMES
+from service.channels import CHANNEL_NAMES, TEXT_CHANNELS
 from service.channels.history import HistoryChannel
 from service.registry import BundleRegistry
 from service.runtime import LoadedBundle
@@ -36,6 +36,9 @@ HISTORY = ["item-0003", "item-0011", "item-0017", "item-0029", "item-0042"]
 HISTORY_ORDER = ["item-0029", "item-0042", "item-0003", "item-0011", "item-0017"]
 AS_OF = START + 3600  # an hour after the first event: every test answers at the same time
 POPULAR = [f"item-{i:04d}" for i in range(N_ITEMS - 1, N_ITEMS - 21, -1)]  # FakeBundle's default list
+
+# What a request without a query runs: every channel but the text ones.
+RECOMMENDATION_CHANNELS = [name for name in CHANNEL_NAMES if name not in TEXT_CHANNELS]
 
 
 pytestmark = pytest.mark.anyio
@@ -110,11 +113,11 @@ async def test_every_item_names_the_channels_that_proposed_it_with_their_rank_an
         alone = {
             # The whole list each channel hands to the merge (max(k, min_depth) deep), alone.
             name: await recall(client, k=N_ITEMS, exclude_seen=False, as_of=AS_OF, channels=[name])
-            for name in CHANNEL_NAMES
+            for name in RECOMMENDATION_CHANNELS
         }
     assert merged["source"] == "model" and merged["degraded"] is False and merged["missing_channels"] == []
     assert len(ids(merged)) == len(set(ids(merged))) == k
-    for channel in CHANNEL_NAMES:
+    for channel in RECOMMENDATION_CHANNELS:
         # The rank and score an item carries are those of the channel's own list, as that channel
         # answers alone (first in that answer, ranked from 1).
         own = provenance(alone[channel], channel)
@@ -203,7 +206,7 @@ async def test_a_real_bundle_with_channels_serves_them_all(tmp_path: Path) -> No
     assert summary["channels"]["i2i"] == I2IParams().model_dump()
     assert result["degraded"] is False
     proposed = {channel for entry in result["items"] for channel in entry["channels"]}
-    assert proposed == set(CHANNEL_NAMES)
+    assert proposed == set(RECOMMENDATION_CHANNELS)
 
 
 # --- choosing channels -----------------------------------------------------------------------

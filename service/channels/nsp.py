@@ -2,7 +2,9 @@
 
 Tokens and the encoder run (``encode``) and the search (``ann``) run in the CPU pool; with
 micro-batching (``service.batching``) the tokens are built on the loop (``tokens``) and the
-encoder run is shared with concurrent requests, the search staying per request.
+encoder run is shared with concurrent requests, the search staying per request. An encoder that
+reads search queries (``encoder.query_pieces`` > 0) gets the request's query in its last
+context token and each history session's in theirs, tokenized with the bundle's tokenizer.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from concurrent.futures import Executor
 
 import numpy as np
 
-from index.features import Session, build_tokens, stack_left_padded
+from index.ann import search_excluding
+from index.features import QueryText, Session, build_tokens, stack_left_padded
 from index.fusion import Candidates
 from service.batching import EncodeBatcher
 from service.channels.base import RequestContext
@@ -39,24 +42,34 @@ class NspChannel:
         if self._batcher is None:
             infer = functools.partial(
                 _encode_and_search, bundle, self._metrics, context.sessions, context.scene, context.now,
-                depth, excluded,
+                context.query, depth, excluded,
             )  # fmt: skip
             return await loop.run_in_executor(self._executor, infer)
         with self._metrics.stage("tokens"):
-            sequence = tokens(bundle, context.sessions, context.scene, context.now)
+            sequence = tokens(bundle, context.sessions, context.scene, context.now, context.query)
         vector = await self._batcher.encode(bundle, sequence)
         search = functools.partial(_search, bundle, self._metrics, vector[None], depth, excluded)
         return await loop.run_in_executor(self._executor, search)
 
 
-def tokens(bundle: Bundle, sessions: Sequence[Session], scene: str, now: int) -> np.ndarray:
+def tokens(
+    bundle: Bundle, sessions: Sequence[Session], scene: str, now: int, query: str | None = None
+) -> np.ndarray:
+    """The encoder input for one request; ``query`` (the search text) is read only by an encoder
+    that reads queries (``LoadedBundle.load`` refuses such a bundle without a tokenizer)."""
+    spec = bundle.manifest.encoder
+    query_text = None
+    if spec.query_pieces > 0 and bundle.text is not None:
+        query_text = QueryText(bundle.text.tokenizer, spec.query_pieces)
     return build_tokens(
         sessions,
         query_scene=scene,
         query_ts=now,
         vocab=bundle.vocab,
-        max_sessions=bundle.manifest.encoder.max_sessions,
-        max_items=bundle.manifest.encoder.max_items_per_session,
+        max_sessions=spec.max_sessions,
+        max_items=spec.max_items_per_session,
+        query=query or "",
+        query_text=query_text,
     )
 
 
@@ -66,12 +79,13 @@ def _encode_and_search(
     sessions: Sequence[Session],
     scene: str,
     now: int,
+    query: str | None,
     k: int,
     excluded: frozenset[int],
 ) -> Candidates:
     """Runs in the CPU pool: tokens, user vector, then the top-k labels not in ``excluded``."""
     with metrics.stage("encode"):
-        sequence = tokens(bundle, sessions, scene, now)
+        sequence = tokens(bundle, sessions, scene, now, query)
         vector = bundle.encode(stack_left_padded([sequence]))  # (1, D)
     return _search(bundle, metrics, vector, k, excluded)
 
@@ -79,19 +93,6 @@ def _encode_and_search(
 def _search(
     bundle: Bundle, metrics: Metrics, vector: np.ndarray, k: int, excluded: frozenset[int]
 ) -> Candidates:
-    """The top-k labels for ``vector`` (1, D) not in ``excluded``.
-
-    Asks the index for ``k + len(excluded)`` first, which is enough whenever the index returns
-    what it is asked for, and doubles (up to the whole catalog) if it still comes up short.
-    """
-    catalog = bundle.vocab.n_items
-    want = min(k + len(excluded), catalog)
+    """The top-k labels for ``vector`` (1, D) not in ``excluded`` (``index.ann.search_excluding``)."""
     with metrics.stage("ann"):
-        while True:
-            labels, scores = bundle.search(vector, want)
-            # a set lookup per candidate: np.isin sorts both arrays (~10x slower at these sizes)
-            keep = np.fromiter((label not in excluded for label in labels[0].tolist()), bool, labels.shape[1])
-            labels, scores = labels[0][keep], scores[0][keep]
-            if len(labels) >= k or want >= catalog:
-                return labels[:k].astype(np.int64), scores[:k].astype(np.float32)
-            want = min(want * 2, catalog)
+        return search_excluding(bundle.search, bundle.vocab.n_items, vector, k, excluded)
