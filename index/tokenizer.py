@@ -79,7 +79,8 @@ def train_tokenizer(
     characters or more) and ``##`` suffixes (2 or more), scored by the frequency of the words
     holding them, until ``vocab_size``; ties break alphabetically. The ``tokenizers`` library
     then does the encoding (longest-match-first), so a rare or misspelt word still falls into
-    pieces shared with frequent ones ("sneakrs" → "sneak", "##rs").
+    known pieces led by a prefix of the intended word ("runnign" → "runni", "##g", "##n"); a
+    frequent word is one piece, so its typo shares no piece with it.
     """
     splitter = pre_tokenizers.BertPreTokenizer()
     words: Counter[str] = Counter()
@@ -87,13 +88,16 @@ def train_tokenizer(
         words.update(word for word, _ in splitter.pre_tokenize_str(normalize_text(text)))
     chars = sorted({ch for word in words for ch in word})
     base = [PAD, UNK, *chars, *(f"##{ch}" for ch in chars)]
-    frequent = sorted((w for w, n in words.items() if n >= min_frequency), key=lambda w: (-words[w], w))
+    taken = set(base)  # a one-letter word is already a character piece: ids stay dense
+    frequent = sorted(
+        (w for w, n in words.items() if n >= min_frequency and w not in taken), key=lambda w: (-words[w], w)
+    )
+    taken.update(frequent)
     parts: Counter[str] = Counter()
     for word, count in words.items():
         for cut in range(3, len(word) - 1):
             parts[word[:cut]] += count
             parts[f"##{word[cut:]}"] += count
-    taken = set(base) | set(frequent)
     extra = sorted(
         (p for p, n in parts.items() if n >= min_frequency and p not in taken), key=lambda p: (-parts[p], p)
     )

@@ -64,6 +64,25 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def search_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny world with search sessions (``synth --search``): queries, titled attributes."""
+    out = tmp_path_factory.mktemp("search-world")
+    run_cli("synth", "--out", str(out), *TINY_WORLD, "--search", "--quiet")
+    return out
+
+
+@pytest.fixture(scope="session")
+def search_bundle_root(search_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle root holding version 1 trained on the search world: text channels, the query-
+    reading encoder and the search merge."""
+    run = tmp_path_factory.mktemp("search-run")
+    run_cli("train", "--data", str(search_world), "--out", str(run), "--epochs", "2", "--quiet")
+    root = tmp_path_factory.mktemp("search-bundles")
+    run_cli("publish", "--run", str(run), "--bundles", str(root))
+    return root
+
+
+@pytest.fixture(scope="session")
 def trained(world: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """(run directory, what `nsprecall train` printed)."""
     run = tmp_path_factory.mktemp("run")

@@ -1,5 +1,6 @@
 """`make run`'s serving half for real: `nsprecall demo` on an existing bundle starts its own
-redis-server, seeds it, prints a curl that works, and takes that redis-server down with it."""
+redis-server, seeds it, prints a recommendation and a search curl that work, and takes that
+redis-server down with it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -17,10 +19,12 @@ from cli_helpers import CLI, ROOT, free_port
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server on PATH")
-def test_demo_prints_a_working_curl_and_cleans_up(bundle_root: Path, world: Path, tmp_path: Path) -> None:
+def test_demo_prints_working_curls_and_cleans_up(
+    search_bundle_root: Path, search_world: Path, tmp_path: Path
+) -> None:
     (tmp_path / "demo").mkdir()
-    shutil.copytree(world, tmp_path / "demo" / "data")
-    shutil.copytree(bundle_root / "1", tmp_path / "bundles" / "1")
+    shutil.copytree(search_world, tmp_path / "demo" / "data")
+    shutil.copytree(search_bundle_root / "1", tmp_path / "bundles" / "1")
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "NSP_REDIS_URL")}
     port = free_port()
     args = [*CLI, "demo", "--demo-dir", str(tmp_path / "demo"), "--bundles", str(tmp_path / "bundles")]
@@ -35,18 +39,18 @@ def test_demo_prints_a_working_curl_and_cleans_up(bundle_root: Path, world: Path
     try:
         assert process.stdout is not None
         deadline = time.monotonic() + 120
-        line = ""
-        while time.monotonic() < deadline and "curl" not in line:
+        curls: list[str] = []
+        while time.monotonic() < deadline and len(curls) < 2:
             line = process.stdout.readline()
-        assert "curl" in line, "demo never printed its curl"
-        command = shlex.split(line.strip())
-        url = command[command.index("-X") + 2]
-        body = command[command.index("-d") + 1]
-        response = httpx.post(
-            url, content=body, headers={"content-type": "application/json"}, timeout=10
-        ).json()
-        assert response["source"] == "model" and response["bundle_version"] == 1
-        assert len(response["items"]) == 10
+            if "curl" in line:
+                curls.append(line)
+        assert len(curls) == 2, "demo never printed its two curls"
+        recommend, search = (answer(line) for line in curls)
+        assert recommend["source"] == "model" and recommend["bundle_version"] == 1
+        assert len(recommend["items"]) == 10 and recommend["scenario"] == "recommendation"
+        assert search["scenario"] == "search" and len(search["items"]) == 10
+        assert {"bm25", "dense"} <= set(search["answered_channels"])
+        assert any({"bm25", "dense"} & set(item["channels"]) for item in search["items"])
         redis_children = subprocess.run(
             ["pgrep", "-P", str(process.pid), "redis-server"], capture_output=True
         )
@@ -60,3 +64,14 @@ def test_demo_prints_a_working_curl_and_cleans_up(bundle_root: Path, world: Path
         assert (
             not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
         )
+
+
+def answer(curl_line: str) -> dict[str, Any]:
+    """Run a printed curl command's request with httpx."""
+    command = shlex.split(curl_line.strip())
+    url = command[command.index("-X") + 2]
+    body = command[command.index("-d") + 1]
+    response = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=10)
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
