@@ -1,15 +1,19 @@
 """Serving speed on a 1M-item catalog: the stage floors, the in-process pipeline (NSP alone and
-every channel merged), the bundle's size and load time, and HTTP under a load ladder — all in one
-run, so the ratios hold on a noisy machine.
+every channel merged, for recommendation and for search requests), the bundle's size and load
+time, and HTTP under a load ladder — all in one run, so the ratios hold on a noisy machine.
 
-    .venv/bin/python bench/serving.py [--items 1000000] [--k 200] [--skip-http]
+    .venv/bin/python bench/serving.py [--items 1000000] [--k 200] [--skip-http] [--no-search]
 
 1. A bundle is published through the real ``publish`` path from an NSP encoder with a 1M-item
    vocabulary (64-d, untrained weights: speed depends on the shapes, not on what was learned)
    and cached under ``var/bench/serving/``. Its run directory also holds an item-to-item table
    (``index.i2i``) built by ``ItemToItem.build`` from synthetic engaged sessions whose items
    follow a power law (``Popularity``), and ``channels.json`` (history defaults, the i2i
-   params, default fusion), so the bundle carries every channel.
+   params, default fusion), so the bundle carries every channel. With ``--search`` (the
+   default) the run directory also gets a search side (``build_text_side``): a synthetic product
+   title per item (``item_titles``), the tokenizer trained on them, a BM25 index, an untrained
+   dense two-tower (random initial weights) written by ``write_dense``, and ``text.json``; the
+   NSP encoder still reads no query. Search bundles are cached apart (``-search``).
 2. Users with 20 sessions of history each (items from the same power law) are written to a real
    Redis (database 15, flushed).
 3. Stage floors, each measured raw: one Redis history read (LRANGE), one ONNX Runtime encode at
@@ -20,7 +24,9 @@ run, so the ratios hold on a noisy machine.
    the channel merge, through today's pipeline) and every channel (``channels=None``), each with
    seen items excluded and included, in ``--rounds`` rounds (each user's request in all four
    back to back, the order rotating); p50/p99 per round and pooled, per-channel and per-stage
-   means from the pipeline's metrics.
+   means from the pipeline's metrics. With a search side, then search requests (a query of 1-4
+   words from the title of an item in the user's history, seen items excluded) the same way:
+   bm25 alone, dense alone, NSP alone, every channel merged.
 5. The bundle: bytes per file, ``LoadedBundle.load`` wall time (page cache warm), and the i2i
    table's memory at each ``--i2i-sweep`` N (cut from one table built at the largest N) with
    the i2i scoring time per request.
@@ -47,6 +53,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +75,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from index.ann import ItemIndex, exact_top_k  # noqa: E402
-from index.bundle import INDEX_FILE, ChannelsSpec, latest_version, read_manifest, verify_files  # noqa: E402
+from index.bm25 import BM25_FILES, BM25_INDICES, build_bm25  # noqa: E402
+from index.bundle import (  # noqa: E402
+    INDEX_FILE,
+    Bm25Params,
+    ChannelsSpec,
+    TextSpec,
+    latest_version,
+    read_manifest,
+    verify_files,
+)
+from index.dense import DENSE_FILES  # noqa: E402
 from index.features import (  # noqa: E402
     ACTIONS,
     CLICK,
@@ -78,6 +95,10 @@ from index.features import (  # noqa: E402
     stack_left_padded,
 )
 from index.i2i import I2I_FILE, I2IParams, ItemToItem, i2i_candidates  # noqa: E402
+from index.text import normalize_text  # noqa: E402
+from index.tokenizer import TOKENIZER_FILE, train_tokenizer  # noqa: E402
+from index.vocab import Vocabulary  # noqa: E402
+from model_export.progress import progress_bar  # noqa: E402
 from service.metrics import Metrics  # noqa: E402
 from service.recall import RecallPipeline, RecallQuery, standard_channels  # noqa: E402
 from service.registry import settle_memory  # noqa: E402
@@ -99,6 +120,9 @@ DAY0_TS = 1767225600
 BUNDLE_LAYOUT = 2
 ZIPF_EXPONENT = 1.0  # item popularity ∝ rank^-s
 I2I_BUILD = "i2i-build.json"  # beside the cached bundles: how the table was made, and its build time
+TEXT_BUILD = "text-build.json"  # beside the cached bundles: the search side's build times and facts
+TITLES_FILE = "titles.txt"  # beside the cached bundles: one item title a line, in label order
+TEXT_FILES = (TOKENIZER_FILE, *BM25_FILES, *DENSE_FILES)  # the bundle files of the search side
 
 # The in-process variants: channels (None: all the bundle carries) and exclude_seen.
 PATHS: dict[str, tuple[list[str] | None, bool]] = {
@@ -113,6 +137,21 @@ PATH_LABELS = {
     "nsp_seen": "NSP only, exclude_seen=false",
     "merged_seen": "merged (all channels), exclude_seen=false",
 }
+# The search requests (a query on every request, seen items excluded as the API's default).
+SEARCH_PATHS: dict[str, tuple[list[str] | None, bool]] = {
+    "bm25_search": (["bm25"], True),
+    "dense_search": (["dense"], True),
+    "nsp_search": (["nsp"], True),
+    "merged_search": (None, True),
+}
+PATH_LABELS.update(
+    {
+        "bm25_search": "bm25 only",
+        "dense_search": "dense only",
+        "nsp_search": "NSP only (the query unread)",
+        "merged_search": "merged (all channels)",
+    }
+)
 TARGET_RATIO = 1.3
 
 
@@ -196,8 +235,9 @@ def build_i2i(root: Path, n_items: int, n_rows: int, neighbours: int, popularity
     return table
 
 
-def bundle_root(items: int, dim: int, embeddings: str, neighbours: int) -> Path:
-    return WORK / f"bundles-{items}-{dim}-{embeddings}-v{BUNDLE_LAYOUT}-i2i{neighbours}"
+def bundle_root(items: int, dim: int, embeddings: str, neighbours: int, search: bool) -> Path:
+    name = f"bundles-{items}-{dim}-{embeddings}-v{BUNDLE_LAYOUT}-i2i{neighbours}"
+    return WORK / (f"{name}-search" if search else name)  # the search variant apart: other files
 
 
 def build_bundle(
@@ -209,9 +249,11 @@ def build_bundle(
     neighbours: int,
     sweep_max: int,
     i2i_rows: int,
+    search: bool,
 ) -> Path:
     """Publish (once) a bundle of an untrained NSP encoder over ``n_items`` items, with an i2i
-    table at ``neighbours`` per item and ``channels.json``.
+    table at ``neighbours`` per item and ``channels.json``; with ``search``, also the search side
+    (``build_text_side``: tokenizer, BM25, an untrained dense two-tower and ``text.json``).
 
     ``isotropic``: the encoder's random initial weights, so item vectors are near-uniform on
     the sphere — the worst case for HNSW, and unlike trained embeddings. ``clustered``: item
@@ -230,12 +272,12 @@ def build_bundle(
             and spec.i2i is not None
             and spec.i2i.neighbours == neighbours
             and sweep_table_path(root, sweep_max).is_file()
+            and (not search or _has_text_side(root, directory))
         ):
             return directory
-        raise RuntimeError(f"{root} holds a bundle without the expected i2i table: remove the directory")
+        raise RuntimeError(f"{root} holds a bundle without the expected i2i table or search side: remove it")
     import torch
 
-    from index.vocab import Vocabulary
     from model_export.evaluate import item_matrix
     from model_export.model import NSPConfig, NSPModel
     from model_export.publish import QualityGate, publish
@@ -258,7 +300,7 @@ def build_bundle(
     torch.save(
         {
             "model_config": config.to_dict(),
-            "train_config": {**train_config.__dict__},
+            "train_config": asdict(train_config),  # as train saves it: the nested text config as a dict
             "state_dict": model.state_dict(),
             "best_epoch": 0,
             "data": {"data_start_ts": DAY0_TS, "val_start_ts": DAY0_TS, "test_start_ts": DAY0_TS},
@@ -274,13 +316,127 @@ def build_bundle(
     del full
     channels = ChannelsSpec(i2i=I2IParams(neighbours=neighbours))  # default history and fusion
     (run / CHANNELS).write_text(channels.model_dump_json(indent=2))
+    if search:
+        build_text_side(run, root, np.asarray([int(c[1:]) for c in categories]))
     started = time.perf_counter()
     path = publish(run, root, gate=QualityGate(force=True))
     log.info("published the %d-item bundle in %.0f s", n_items, time.perf_counter() - started)
     if I2I_FILE not in read_manifest(path).files:
         raise RuntimeError(f"publish left {I2I_FILE} out of {path}")
+    if search and not _has_text_side(root, path):
+        raise RuntimeError(f"publish left the search side out of {path}")
     np.save(root / "item_vectors.npy", item_matrix(model, vocab))  # for the exact-search reference
     return path
+
+
+def item_titles(category: np.ndarray, seed: int = 5) -> list[str]:
+    """A product title per item, in label order, from the ``search_vocab`` tables and written by
+    the search world's own title writer: category c is taxonomy category c mod 50 (the larger c
+    with a model-line qualifier on their product types, as the search world cycles them), each
+    item one of its category's 8 product types and 8 brands, with the attribute values its
+    type's family allows. Deterministic for a seed; unrelated to popularity and embeddings."""
+    from model_export.search_vocab import ATTRIBUTES, FAMILIES, TAXONOMY, TYPES_PER_CATEGORY, VALUES, Forms
+    from model_export.search_world import _qualifier, _title  # its title writer, reused as is
+    from model_export.synth import _SYLLABLES, BRANDS_PER_CATEGORY  # the synthetic world's brand names
+
+    rng = np.random.default_rng(seed)
+    n_categories = int(category.max()) + 1
+    types = []
+    for c in range(n_categories):
+        cycle = c // len(TAXONOMY)
+        names = (
+            f"{_qualifier(cycle)} {t.value}" if cycle else t.value for t in TAXONOMY[c % len(TAXONOMY)].types
+        )
+        types.append([Forms(name, (name.title(),), ()) for name in names])
+    brand_names = [(a + b).capitalize() for a in _SYLLABLES for b in _SYLLABLES if a != b]
+    brands = [Forms(name, (name,), ()) for name in brand_names]
+    category_brands = rng.integers(0, len(brands), (n_categories, BRANDS_PER_CATEGORY))
+    tables = {
+        family: [(k, name, VALUES[table[name]]) for k, name in enumerate(ATTRIBUTES[1:]) if name in table]
+        for family, table in FAMILIES.items()
+    }
+    kind = rng.integers(0, TYPES_PER_CATEGORY, len(category))
+    brand = category_brands[category, rng.integers(0, BRANDS_PER_CATEGORY, len(category))]
+    draws = rng.random((len(category), 16))  # as the search world: 6 attribute draws, 10 for the title
+    titles = []
+    for i in progress_bar(range(len(category)), desc="titles", leave=False):
+        c, r = int(category[i]), draws[i]
+        forms = {"product_type": types[c][kind[i]], "brand": brands[brand[i]]}
+        for k, name, values in tables[TAXONOMY[c % len(TAXONOMY)].family]:
+            forms[name] = values[int(r[k] * len(values))]
+        titles.append(_title(forms, r[6:]))
+    return titles
+
+
+def build_text_side(run: Path, root: Path, category: np.ndarray) -> None:
+    """The search side of the run directory, as ``train`` builds it for a log with queries, but
+    on synthetic titles (``item_titles``) and with an UNTRAINED dense two-tower (random initial
+    weights, ``DenseConfig()`` shapes: the channel's speed depends on the shapes, not on what
+    was learned). ``write_dense`` tunes ef_search as training does (recall 0.95 at k = 100 on
+    1,000 item titles as queries). The titles and the build times are kept beside the bundles."""
+    import torch
+
+    from model_export.text.build import TEXT_SPEC_FILE
+    from model_export.text.dense import DenseConfig, TwoTower, item_vectors, write_dense
+
+    timings: dict[str, float] = {}
+
+    def timed(step: str, started: float) -> None:
+        timings[step] = time.perf_counter() - started
+        log.info("search side: %s in %.1f s", step, timings[step])
+
+    started = time.perf_counter()
+    titles = item_titles(category)
+    (root / TITLES_FILE).write_text("\n".join(titles) + "\n")
+    timed("titles_s", started)
+    started = time.perf_counter()
+    tokenizer = train_tokenizer(titles)
+    tokenizer.save(run / TOKENIZER_FILE)
+    timed("tokenizer_s", started)
+    params = Bm25Params()
+    started = time.perf_counter()
+    bm25 = build_bm25(titles, tokenizer, params)
+    timed("bm25_build_s", started)
+    started = time.perf_counter()
+    bm25.save(run)
+    timed("bm25_save_s", started)
+    config = DenseConfig(progress=False)
+    torch.manual_seed(config.seed)
+    model = TwoTower(tokenizer.vocab_size, config).eval()
+    started = time.perf_counter()
+    item_vectors(model, titles, tokenizer)  # timed alone: write_dense computes them again
+    timed("dense_item_vectors_s", started)
+    started = time.perf_counter()
+    dense = write_dense(run, model, titles, tokenizer, config)
+    timed("dense_write_s", started)
+    spec = TextSpec(max_query_tokens=config.max_query_tokens, bm25=params, dense=dense)
+    (run / TEXT_SPEC_FILE).write_text(spec.model_dump_json(indent=2))
+    facts = {
+        **timings,
+        "items": len(titles),
+        "title_words_mean": float(np.mean([len(t.split()) for t in titles[:100_000]])),
+        "title_examples": titles[:5],
+        "tokenizer_vocab_size": tokenizer.vocab_size,
+        "bm25_terms": bm25.n_terms,
+        "bm25_postings": len(np.load(run / BM25_INDICES, mmap_mode="r")),  # (piece, item) scores
+        "dense_config": config.to_dict(),
+        "dense_hnsw": dense.hnsw.model_dump(),
+        "dense_weights": "untrained (random initial weights, seed 0)",
+        "build_threads": 2,  # write_dense's HNSW build threads
+        "title_generator": "bench/serving.py item_titles: search_vocab tables, search_world's title writer",
+    }
+    (root / TEXT_BUILD).write_text(json.dumps(facts, indent=2))
+
+
+def _has_text_side(root: Path, directory: Path) -> bool:
+    text = read_manifest(directory).text
+    return (
+        text is not None
+        and text.bm25 is not None
+        and text.dense is not None
+        and (root / TEXT_BUILD).is_file()
+        and (root / TITLES_FILE).is_file()
+    )
 
 
 def _cluster(model: Any, category: np.ndarray, rng: np.random.Generator, rank: int = 16) -> None:
@@ -354,7 +510,10 @@ async def measure_in_process(
     k: int,
     repeats: int,
     rounds: int,
+    titles: list[str] | None,
 ) -> dict[str, Any]:
+    """The stage floors, the ef ladder and the recommendation paths; with ``titles`` (a bundle
+    with a search side) the search requests too."""
     store = await seed_redis(users)
     raw = aioredis.Redis.from_url(REDIS_URL)
     picks = pick_users(users, repeats)
@@ -419,6 +578,23 @@ async def measure_in_process(
     del index, tuned
 
     paths = await compare_paths(bundle, store, picks, k, rounds, limit)
+    paths["p50_ratios"] = p50_ratios(
+        paths["paths"],
+        [("merged_unseen", "nsp_unseen"), ("merged_seen", "nsp_unseen"), ("merged_seen", "nsp_seen")],
+    )
+    search: dict[str, Any] = {}
+    if titles is not None:
+        texts = search_queries(users, picks, titles, bundle.vocab)
+        search = await compare_paths(bundle, store, picks, k, rounds, limit, SEARCH_PATHS, texts)
+        search["p50_ratios"] = p50_ratios(
+            search["paths"], [("merged_search", "nsp_search"), ("merged_search", "bm25_search")]
+        )
+        search["queries"] = {
+            "count": len(texts),
+            "distinct": len(set(texts)),
+            "words_mean": float(np.mean([len(q.split()) for q in texts])),
+            "examples": texts[:8],
+        }
     await store.close()
     await raw.aclose()
     floors = {
@@ -437,6 +613,7 @@ async def measure_in_process(
         "pipeline": nsp_only,  # the NSP-only path, as this key held before the channel merge
         "pipeline_over_floors": nsp_only["p50_ms"] / floor_sum,
         **paths,
+        **({"search": search} if search else {}),
     }
 
 
@@ -447,12 +624,20 @@ def pick_users(users: dict[str, list[Event]], repeats: int) -> list[str]:
 
 
 async def compare_paths(
-    bundle: LoadedBundle, store: RedisSessionStore, picks: list[str], k: int, rounds: int, limit: int
+    bundle: LoadedBundle,
+    store: RedisSessionStore,
+    picks: list[str],
+    k: int,
+    rounds: int,
+    limit: int,
+    paths: dict[str, tuple[list[str] | None, bool]] = PATHS,
+    queries: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Every ``PATHS`` variant over the same users, in ``rounds`` rounds. Within a round each
+    """Every variant of ``paths`` over the same users, in ``rounds`` rounds. Within a round each
     user's request runs in every variant back to back, the variants' order rotating from user to
     user: a slow spell of the shared machine (or a cold cache for the first of the four) lands on
-    all variants alike, so their ratio holds even when the absolute times move."""
+    all variants alike, so their ratio holds even when the absolute times move. ``queries``: the
+    search text of each request (one per pick), for search requests."""
     defaults = Settings.model_fields
     timeout_s = defaults["channel_timeout_s"].default
     executor = ThreadPoolExecutor(defaults["cpu_workers"].default, thread_name_prefix="nsp-cpu")
@@ -464,31 +649,32 @@ async def compare_paths(
             store, channels, metrics, history_limit=limit, channel_timeout_s=timeout_s
         ), metrics
 
-    def query(user: str, name: str) -> RecallQuery:
-        channels, exclude_seen = PATHS[name]
-        return RecallQuery(user_id=user, k=k, exclude_seen=exclude_seen, channels=channels)  # type: ignore[arg-type]
+    def query(i: int, name: str) -> RecallQuery:
+        channels, exclude_seen = paths[name]
+        text = None if queries is None else queries[i]
+        return RecallQuery(user_id=picks[i], k=k, exclude_seen=exclude_seen, channels=channels, query=text)  # type: ignore[arg-type]
 
-    per_round: dict[str, list[list[float]]] = {name: [] for name in PATHS}
-    incomplete = {name: 0 for name in PATHS}
+    per_round: dict[str, list[list[float]]] = {name: [] for name in paths}
+    incomplete = {name: 0 for name in paths}
     load_before = os.getloadavg()
     try:
-        for name in PATHS:  # warm-up, on pipelines of its own so the metrics below exclude it
+        for name in paths:  # warm-up, on pipelines of its own so the metrics below exclude it
             warm, _ = pipeline_of()
-            for user in picks[:20]:
-                await warm.recall(bundle, query(user, name))
-        pipelines = {name: pipeline_of() for name in PATHS}
-        order = list(PATHS)
+            for i in range(min(20, len(picks))):
+                await warm.recall(bundle, query(i, name))
+        pipelines = {name: pipeline_of() for name in paths}
+        order = list(paths)
         for r in range(rounds):
-            timings: dict[str, list[float]] = {name: [] for name in PATHS}
-            for i, user in enumerate(picks):
+            timings: dict[str, list[float]] = {name: [] for name in paths}
+            for i in range(len(picks)):
                 shift = (i + r) % len(order)
                 for name in order[shift:] + order[:shift]:
                     started = time.perf_counter()
-                    response = await pipelines[name][0].recall(bundle, query(user, name))
+                    response = await pipelines[name][0].recall(bundle, query(i, name))
                     timings[name].append(time.perf_counter() - started)
                     if response.source != "model" or len(response.items) != k or response.degraded:
                         incomplete[name] += 1
-            for name in PATHS:
+            for name in paths:
                 per_round[name].append(timings[name])
                 log.info("round %d %s: %s", r + 1, name, latency_summary(timings[name]))
     finally:
@@ -511,12 +697,16 @@ async def compare_paths(
             },
             "incomplete_answers": incomplete[name],
         }
+    # the machine's 1-minute load average around the comparison: above the core count, something
+    # else was running too
+    load = {"before": load_before[0], "after": os.getloadavg()[0], "cpus": os.cpu_count()}
+    return {"paths": results, "loadavg_1m": load}
+
+
+def p50_ratios(results: dict[str, Any], pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    """p50 of the first variant of each pair over the second's, per round and pooled."""
     ratios = {}
-    for merged, base in (
-        ("merged_unseen", "nsp_unseen"),
-        ("merged_seen", "nsp_unseen"),
-        ("merged_seen", "nsp_seen"),
-    ):
+    for merged, base in pairs:
         ratios[f"{merged}/{base}"] = {
             "rounds": [
                 m["p50_ms"] / b["p50_ms"]
@@ -524,10 +714,29 @@ async def compare_paths(
             ],
             "pooled": results[merged]["pooled"]["p50_ms"] / results[base]["pooled"]["p50_ms"],
         }
-    # the machine's 1-minute load average around the comparison: above the core count, something
-    # else was running too
-    load = {"before": load_before[0], "after": os.getloadavg()[0], "cpus": os.cpu_count()}
-    return {"paths": results, "p50_ratios": ratios, "loadavg_1m": load}
+    return ratios
+
+
+def search_queries(
+    users: dict[str, list[Event]], picks: list[str], titles: list[str], vocab: Vocabulary, seed: int = 6
+) -> list[str]:
+    """One query per request: 1-4 words (as many of each), in title order, stopwords apart, of
+    the title of an item from the user's own history (the item itself is seen, so excluded from
+    the answer; items sharing its words are not), normalised as the API does. Seeded."""
+    from model_export.search_vocab import STOPWORDS
+    from model_export.search_world import tokens
+
+    rng = np.random.default_rng(seed)
+    queries = []
+    for user in picks:
+        events = users[user]
+        label = vocab.item_index(events[int(rng.integers(0, len(events)))].item_id)
+        assert label is not None  # the users' items are drawn from the catalog
+        title = titles[label]
+        words = [w for w in tokens(title) if w not in STOPWORDS] or [title]
+        keep = np.sort(rng.choice(len(words), min(len(words), int(rng.integers(1, 5))), replace=False))
+        queries.append(normalize_text(" ".join(words[j] for j in keep)))
+    return queries
 
 
 def measure_i2i(
@@ -845,6 +1054,7 @@ def write_report(results: dict[str, Any]) -> str:
         f"ANN recall@{c['k']} against exact search: **{ip['ann_recall_at_k']:.3f}** (target ≥ 0.95).",
         "",
         *_merged_section(results),
+        *_search_section(results),
         *_bundle_section(results),
         *_i2i_section(results),
         f"## ef_search: recall@{c['k']} against exact search and HNSW query time",
@@ -881,18 +1091,11 @@ def _merged_section(results: dict[str, Any]) -> list[str]:
         'NSP only is `channels=["nsp"]`: the retrieval every request ran before the channel merge, '
         "but through today's pipeline (its merge stage and per-item provenance included; the code from "
         "before the merge is not measured here). Merged is `channels=None`: nsp, history, i2i and "
-        "popular, fused by RRF with the bundle's (default, equal) weights.",
+        "popular (the text channels run on search requests only, see below), fused by RRF with the "
+        "bundle's (default, equal) weights.",
         "",
-        "| variant | "
-        + " | ".join(f"round {r + 1} p50 / p99 ms" for r in range(rounds))
-        + " | pooled p50 | p90 | p99 ms | incomplete answers |",
-        "|---|" + "---|" * rounds + "---|---|---|---|",
+        *_variant_table(paths, list(PATHS)),
     ]
-    for name in PATHS:
-        row = paths[name]
-        per = " | ".join(f"{x['p50_ms']:.3f} / {x['p99_ms']:.3f}" for x in row["rounds"])
-        pooled = _ms(row["pooled"], "p50_ms", "p90_ms", "p99_ms")
-        lines.append(f"| {row['label']} | {per} | {pooled} | {row['incomplete_answers']} |")
     load = ip["loadavg_1m"]
     lines += [
         "",
@@ -933,23 +1136,122 @@ def _merged_section(results: dict[str, Any]) -> list[str]:
         "run nsp and i2i; their own work, timed alone, is about 0.1 ms. Items per answer: of the k "
         "items, how many each channel proposed.",
         "",
-        "| variant | nsp | history | i2i | popular | session_fetch | encode | ann | merge | postprocess "
-        "| items per answer by channel |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *_time_table(paths, list(PATHS), ("nsp", "history", "i2i", "popular")),
     ]
-    for name in PATHS:
+    return [*lines, ""]
+
+
+def _search_section(results: dict[str, Any]) -> list[str]:
+    c, ip, build = results["config"], results["in_process"], results.get("text_build")
+    if "search" not in ip or build is None:
+        return ["## Search requests", "", "Not measured in this run (`--no-search`).", ""]
+    search, text = ip["search"], c["text"]
+    paths, queries, dense = search["paths"], search["queries"], text["dense"]["hnsw"]
+    n = build["items"]
+    lines = [
+        "## Search requests (in-process, same users)",
+        "",
+        f"The same pipeline, users and rounds as above, every request with a query (seen items "
+        f"excluded, the API's default): {queries['count']} queries ({queries['distinct']} distinct), "
+        f"each {queries['words_mean']:.1f} words on average: 1-4 words, in title order, of the title of "
+        "an item from the user's own history (`search_queries`), e.g. "
+        + ", ".join(f"`{q}`" for q in queries["examples"][:5])
+        + ". Four variants, rotated as above: bm25 alone, dense alone, NSP alone and every channel "
+        "(nsp, history, i2i, popular, bm25, dense), merged by the search fusion, which falls back to "
+        "the recommendation fusion (default, equal weights) because this bundle has no fitted one. "
+        "**The NSP encoder does not read the query** (`query_pieces = 0`, the encoder of the rows "
+        "above): the nsp channel's query pieces are not measured here. **The dense two-tower is "
+        "untrained** (random initial weights, `DenseConfig()` shapes: its speed depends on the shapes, "
+        f"not on what was learned); titles are synthetic (`item_titles`, {build['title_words_mean']:.1f} "
+        "words on average), so BM25's posting lists are as long as these titles make them. Each channel "
+        f"hands the merge max(k, min_depth) = {c['k']} candidates.",
+        "",
+        *_variant_table(paths, list(SEARCH_PATHS)),
+        "",
+        f"1-minute load average {search['loadavg_1m']['before']:.2f} before, "
+        f"{search['loadavg_1m']['after']:.2f} after. p50 ratios: "
+        + ", ".join(
+            f"{key.replace('_search', '')} **{r['pooled']:.2f}x** pooled "
+            f"({', '.join(f'{x:.2f}x' for x in r['rounds'])} per round)"
+            for key, r in search["p50_ratios"].items()
+        )
+        + ".",
+        "",
+        "Where the time goes (mean ms per request from the pipeline's metrics, as above):",
+        "",
+        *_time_table(paths, list(SEARCH_PATHS), ("nsp", "history", "i2i", "popular", "bm25", "dense")),
+        "",
+        f"### The search side of the bundle at {n:,} items",
+        "",
+        f"Built once into the run directory (`build_text_side`, cached with the bundle) and shipped by "
+        f"`publish`. Tokenizer: {build['tokenizer_vocab_size']:,} word pieces; "
+        f"BM25 (`{text['bm25']['method']}`, k1 {text['bm25']['k1']}, b {text['bm25']['b']}): "
+        f"{build['bm25_terms']:,} terms, "
+        f"{build['bm25_postings']:,} (piece, item) scores; dense: dim {text['dense']['dim']}, "
+        f"HNSW M={dense['M']} ef_construction={dense['ef_construction']}, ef_search={dense['ef_search']} "
+        f"tuned by `write_dense` as training does (recall@{dense.get('tuned_k')} target "
+        f"{dense.get('recall_target')} on 1,000 item titles as queries; measured "
+        f"{dense.get('measured_recall')}), {build['build_threads']} build threads.",
+        "",
+        "| build step | seconds |",
+        "|---|---|",
+        f"| titles (`item_titles`) | {build['titles_s']:.1f} |",
+        f"| tokenizer (`train_tokenizer`) | {build['tokenizer_s']:.1f} |",
+        f"| BM25 index (`build_bm25`) | {build['bm25_build_s']:.1f} |",
+        f"| BM25 files written | {build['bm25_save_s']:.1f} |",
+        f"| dense item vectors alone (`item_vectors`, timed apart) | {build['dense_item_vectors_s']:.1f} |",
+        f"| `write_dense`: ONNX export and check, item vectors, HNSW build, ef tuning | "
+        f"{build['dense_write_s']:.1f} |",
+        "",
+        "| file | bytes | MiB | bytes per item |",
+        "|---|---|---|---|",
+    ]
+    files = {name: size for name, size in results["bundle"]["files"].items() if name in TEXT_FILES}
+    lines += [
+        f"| `{name}` | {size:,} | {_mib(size)} | {size / n:.1f} |"
+        for name, size in sorted(files.items(), key=lambda kv: -kv[1])
+    ]
+    total = sum(files.values())
+    lines += [f"| **search side** | {total:,} | {_mib(total)} | {total / n:.1f} |", ""]
+    return lines
+
+
+def _variant_table(paths: dict[str, Any], names: list[str]) -> list[str]:
+    """p50 / p99 per round and pooled quantiles of each variant."""
+    rounds = len(paths[names[0]]["rounds"])
+    lines = [
+        "| variant | "
+        + " | ".join(f"round {r + 1} p50 / p99 ms" for r in range(rounds))
+        + " | pooled p50 | p90 | p99 ms | incomplete answers |",
+        "|---|" + "---|" * rounds + "---|---|---|---|",
+    ]
+    for name in names:
+        row = paths[name]
+        per = " | ".join(f"{x['p50_ms']:.3f} / {x['p99_ms']:.3f}" for x in row["rounds"])
+        pooled = _ms(row["pooled"], "p50_ms", "p90_ms", "p99_ms")
+        lines.append(f"| {row['label']} | {per} | {pooled} | {row['incomplete_answers']} |")
+    return lines
+
+
+def _time_table(paths: dict[str, Any], names: list[str], channels: tuple[str, ...]) -> list[str]:
+    """Mean ms per channel and stage, and items per answer by channel, of each variant."""
+    stages = ("session_fetch", "encode", "ann", "merge", "postprocess")
+    lines = [
+        f"| variant | {' | '.join(channels + stages)} | items per answer by channel |",
+        "|---|" + "---|" * (len(channels) + len(stages)) + "---|",
+    ]
+    for name in names:
         row = paths[name]
         channel_cells = [
             f"{row['channels_mean'][ch]['mean_ms']:.3f}" if ch in row["channels_mean"] else "—"
-            for ch in ("nsp", "history", "i2i", "popular")
+            for ch in channels
         ]
         stage_cells = [
-            f"{row['stages_mean'][st]['mean_ms']:.3f}" if st in row["stages_mean"] else "—"
-            for st in ("session_fetch", "encode", "ann", "merge", "postprocess")
+            f"{row['stages_mean'][st]['mean_ms']:.3f}" if st in row["stages_mean"] else "—" for st in stages
         ]
         items = ", ".join(f"{ch} {v:.0f}" for ch, v in row["items_per_answer"].items())
         lines.append(f"| {row['label']} | {' | '.join(channel_cells + stage_cells)} | {items} |")
-    return [*lines, ""]
+    return lines
 
 
 def _bundle_section(results: dict[str, Any]) -> list[str]:
@@ -1176,6 +1478,13 @@ def main() -> None:
         "with their date and commit",
     )
     parser.add_argument("--embeddings", choices=["clustered", "isotropic"], default="clustered")
+    parser.add_argument(
+        "--search",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="give the bundle a search side (titles, tokenizer, BM25, untrained dense) and measure "
+        "search requests",
+    )
     parser.add_argument("--out-name", default="serving", help="<out-dir>/<name>.{json,md,png}")
     parser.add_argument("--out-dir", type=Path, default=OUT, help="where the report goes (docs/benchmarks)")
     parser.add_argument(
@@ -1194,7 +1503,7 @@ def main() -> None:
     run = provenance()
     sweep = sorted({*args.i2i_sweep, args.i2i_neighbours})
     popularity = Popularity(args.items)
-    bundles = bundle_root(args.items, args.dim, args.embeddings, args.i2i_neighbours)
+    bundles = bundle_root(args.items, args.dim, args.embeddings, args.i2i_neighbours, args.search)
     directory = build_bundle(
         bundles,
         args.items,
@@ -1204,6 +1513,7 @@ def main() -> None:
         args.i2i_neighbours,
         max(sweep),
         args.i2i_rows,
+        args.search,
     )
     bundle_facts = measure_bundle(directory, args.load_repeats)
     log.info("bundle: %s", json.dumps(bundle_facts))
@@ -1211,8 +1521,12 @@ def main() -> None:
     hnsw = bundle.manifest.hnsw.model_dump()
     users = make_events(args.users, args.sessions, popularity)
     items = np.load(bundles / "item_vectors.npy")
+    titles = (bundles / TITLES_FILE).read_text().splitlines() if args.search else None
     settle_memory()  # as the service does after loading a bundle: gc.freeze the long-lived objects
-    in_process = asyncio.run(measure_in_process(bundle, items, users, args.k, args.repeats, args.rounds))
+    in_process = asyncio.run(
+        measure_in_process(bundle, items, users, args.k, args.repeats, args.rounds, titles)
+    )
+    del titles
     log.info("in-process: %s", json.dumps(in_process))
     del items
     i2i = measure_i2i(bundles, bundle, users, args.k, args.repeats, sweep)
@@ -1234,10 +1548,12 @@ def main() -> None:
             "cpu_workers": defaults["cpu_workers"].default,
             "channel_timeout_s": defaults["channel_timeout_s"].default,
             "channels": bundle_manifest_channels(directory),
+            "text": bundle_manifest_text(directory),
         },
         "in_process": in_process,
         "bundle": bundle_facts,
         "i2i": i2i,
+        "text_build": json.loads((bundles / TEXT_BUILD).read_text()) if args.search else None,
         "http": http,
         "http_measured_in_this_run": not args.skip_http,
         "http_source": http_source,
@@ -1253,6 +1569,11 @@ def main() -> None:
 
 def bundle_manifest_channels(directory: Path) -> dict[str, Any] | None:
     spec = read_manifest(directory).channels
+    return None if spec is None else spec.model_dump()
+
+
+def bundle_manifest_text(directory: Path) -> dict[str, Any] | None:
+    spec = read_manifest(directory).text
     return None if spec is None else spec.model_dump()
 
 

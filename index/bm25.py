@@ -1,7 +1,8 @@
 """BM25 over the catalog's item texts (title + attributes), for the ``bm25`` search channel.
 
-Terms are the word pieces of the bundle's shared tokenizer (``index.tokenizer``), so a typo'd
-query ("sneakres") still matches an item through the pieces it shares with the item's words.
+Terms are the word pieces of the bundle's shared tokenizer (``index.tokenizer``), so a query
+word matches an item word through shared pieces where the vocabulary splits both (rare and
+compound words); a frequent word is one piece, and a typo of it does not match.
 Scoring is the ``bm25s`` library's (its numpy backend: an eager score matrix, terms by items, in
 CSC form); this module adds what serving needs around it: labels as document ids, exclusions,
 only matching items, a deterministic order, and validation of the files a bundle carries.
@@ -32,6 +33,16 @@ BM25_VOCAB = "bm25.vocab.json"  # word piece → term column
 BM25_PARAMS = "bm25.params.json"  # bm25s's parameters, with the document count
 BM25_NONOCCURRENCE = "bm25.nonoccurrence.npy"  # (terms,) score of a term an item lacks
 BM25_FILES = (BM25_DATA, BM25_INDICES, BM25_INDPTR, BM25_VOCAB, BM25_PARAMS, BM25_NONOCCURRENCE)
+
+# bm25s's save/load keyword for each file (its defaults name files for a directory of their own)
+_FILE_NAMES = {
+    "data_name": BM25_DATA,
+    "indices_name": BM25_INDICES,
+    "indptr_name": BM25_INDPTR,
+    "vocab_name": BM25_VOCAB,
+    "params_name": BM25_PARAMS,
+    "nnoc_name": BM25_NONOCCURRENCE,
+}
 
 
 class Bm25Index:
@@ -83,16 +94,7 @@ class Bm25Index:
 
     def save(self, directory: Path) -> None:
         """Write ``BM25_FILES`` into ``directory`` (a bundle being staged)."""
-        self._bm25.save(
-            directory,
-            data_name=BM25_DATA,
-            indices_name=BM25_INDICES,
-            indptr_name=BM25_INDPTR,
-            vocab_name=BM25_VOCAB,
-            params_name=BM25_PARAMS,
-            nnoc_name=BM25_NONOCCURRENCE,
-            show_progress=False,
-        )
+        self._bm25.save(directory, **_FILE_NAMES, show_progress=False)
         if self._bm25.nonoccurrence_array is None:
             np.save(directory / BM25_NONOCCURRENCE, np.zeros(self.n_terms, dtype=np.float32))
 
@@ -115,16 +117,7 @@ class Bm25Index:
         for name in (BM25_DATA, BM25_INDICES, BM25_INDPTR, BM25_NONOCCURRENCE):
             _check_npy(directory / name)
         try:
-            bm25 = bm25s.BM25.load(
-                directory,
-                data_name=BM25_DATA,
-                indices_name=BM25_INDICES,
-                indptr_name=BM25_INDPTR,
-                vocab_name=BM25_VOCAB,
-                params_name=BM25_PARAMS,
-                nnoc_name=BM25_NONOCCURRENCE,
-                show_progress=False,
-            )
+            bm25 = bm25s.BM25.load(directory, **_FILE_NAMES, show_progress=False)
         except (TypeError, KeyError) as exc:  # bm25s passes the saved parameters on unchecked
             raise ValueError(f"{BM25_PARAMS}: {exc}") from exc
         _check_arrays(bm25, n_items, len(terms), np.load(directory / BM25_NONOCCURRENCE, allow_pickle=False))

@@ -15,6 +15,7 @@ import onnxruntime as ort
 
 from index.ann import ItemIndex, search_excluding
 from index.bundle import DenseSpec
+from index.probe import probe_problem
 from index.tokenizer import PAD_ID, TextTokenizer
 
 QUERY_ENCODER_FILE = "query_encoder.onnx"
@@ -23,7 +24,6 @@ TEXT_PROBE_FILE = "text_probe.npz"
 DENSE_FILES = (QUERY_ENCODER_FILE, TEXT_INDEX_FILE, TEXT_PROBE_FILE)
 INPUT_NAME = "query_tokens"  # (B, L) int64 piece ids, right-padded with 0
 OUTPUT_NAME = "query_vec"  # (B, D) float32, L2-normalised
-PROBE_ATOL = 1e-4
 
 
 class DenseText:
@@ -89,17 +89,9 @@ class DenseText:
             out = self.encode(ids)
         except Exception as exc:  # ONNX Runtime raises its own exception types
             raise RuntimeError(f"{QUERY_ENCODER_FILE} failed on the probe: {exc}") from exc
-        if out.shape != expected.shape or out.shape[-1] != self.spec.dim:
-            raise ValueError(
-                f"{QUERY_ENCODER_FILE} output shape {out.shape}, "
-                f"probe expects {expected.shape} with dim {self.spec.dim}"
-            )
-        if not np.allclose(out, expected, atol=PROBE_ATOL):
-            worst = float(np.max(np.abs(out - expected)))
-            raise ValueError(
-                f"{QUERY_ENCODER_FILE} does not reproduce the probe in {TEXT_PROBE_FILE} "
-                f"(max abs diff {worst:.2e})"
-            )
+        problem = probe_problem(out, expected, self.spec.dim, QUERY_ENCODER_FILE, TEXT_PROBE_FILE)
+        if problem is not None:
+            raise ValueError(problem)
         self._index.search(out, min(10, self._index.count))  # warm the index pages
 
 

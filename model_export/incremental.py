@@ -34,9 +34,10 @@ import torch
 
 from index import bundle
 from index.vocab import ITEM_OFFSET, Vocabulary
-from model_export.data import Dataset, load_dataset
+from model_export.data import Dataset, load_dataset, read_catalog
 from model_export.model import NSPModel
 from model_export.publish import QualityGate, QualityGateError, load_run, load_run_tokenizer, publish
+from model_export.text.corpus import item_texts
 from model_export.train import NoTrainingData, TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -179,8 +180,8 @@ def run_round(
     dataset = load_dataset(events, catalog, val_days=config.val_days, test_days=0, base_vocab=old_vocab)
     model = grow_model(model, old_vocab, dataset.vocab)
     previous = checkpoint["train_config"]
-    train_config = TrainConfig(
-        **{
+    train_config = TrainConfig.from_dict(
+        {
             **previous,
             "epochs": config.epochs,
             "lr": config.lr,
@@ -193,6 +194,10 @@ def run_round(
     run_dir = state_dir / RUNS_DIR / str(number)
     shutil.rmtree(run_dir, ignore_errors=True)  # a crashed earlier attempt of this round
     info = {"kind": "incremental", "round": number, "bucket": bucket, "n_buckets": config.n_buckets}
+    # The start run's tokenizer (the encoder's query pieces are ids of it); with it the text
+    # channels are rebuilt over the round's catalog, so new items are searchable.
+    tokenizer = load_run_tokenizer(state_dir / state.run)
+    texts = item_texts(read_catalog(catalog), dataset.vocab) if tokenizer is not None else None
     try:
         summary = train(
             bucket_dataset(dataset, bucket, config.n_buckets),
@@ -202,7 +207,8 @@ def run_round(
             model,
             info,
             channel_data=dataset,
-            tokenizer=load_run_tokenizer(state_dir / state.run),  # the start model's, if it reads queries
+            tokenizer=tokenizer,
+            texts=texts,
         )
     except NoTrainingData as exc:
         log.warning("round %d: bucket %d has no training data in the window: %s", number, bucket, exc)

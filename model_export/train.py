@@ -42,6 +42,7 @@ from model_export.ranking import evaluate
 from model_export.retrieval import VectorRanker
 from model_export.text.build import TextConfig, build_text_channels, offline_text_searches
 from model_export.text.corpus import fit_tokenizer, item_texts, training_queries
+from model_export.text.dense import DenseConfig
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,14 @@ class TrainConfig:
     # Query pieces a context token reads (NSPConfig.query_pieces); 0 disables, and so does
     # training without a tokenizer (``run`` sets 0 for a log without queries).
     query_pieces: int = 8
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> TrainConfig:
+        """The config ``asdict`` saved in a checkpoint (its nested text config rebuilt; a
+        checkpoint from before the text channels gets the default one)."""
+        text = dict(fields.get("text") or {})
+        dense = DenseConfig(**text.pop("dense_config", {}))
+        return cls(**{**fields, "text": TextConfig(**text, dense_config=dense)})
 
     @property
     def uniform_negatives_alone(self) -> bool:

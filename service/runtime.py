@@ -35,13 +35,13 @@ from index.bundle import (
 )
 from index.i2i import I2I_FILE, ItemToItem
 from index.popularity import ALL_SCENES
+from index.probe import probe_problem
 from index.vocab import ITEMS_FILE, VOCAB_FILE, Vocabulary
 from service.text_indexes import TextIndexes, load_text_indexes
 
 log = logging.getLogger(__name__)
 
 REQUIRED_FILES = (ENCODER_FILE, INDEX_FILE, POPULARITY_FILE, PROBE_FILE, VOCAB_FILE, ITEMS_FILE)
-PROBE_ATOL = 1e-4
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
 
@@ -203,17 +203,9 @@ class LoadedBundle:
             out = self.encode(tokens)
         except Exception as exc:  # ONNX Runtime raises its own exception types
             raise BundleError(f"{self.directory}: encoder failed on the probe: {exc}") from exc
-        if out.shape != expected.shape or out.shape[-1] != self._manifest.embedding_dim:
-            raise BundleError(
-                f"{self.directory}: encoder output shape {out.shape}, probe expects {expected.shape} "
-                f"with dim {self._manifest.embedding_dim}"
-            )
-        if not np.allclose(out, expected, atol=PROBE_ATOL):
-            worst = float(np.max(np.abs(out - expected)))
-            raise BundleError(
-                f"{self.directory}: {ENCODER_FILE} does not reproduce the probe in {PROBE_FILE} "
-                f"(max abs diff {worst:.2e})"
-            )
+        problem = probe_problem(out, expected, self._manifest.embedding_dim, ENCODER_FILE, PROBE_FILE)
+        if problem is not None:
+            raise BundleError(f"{self.directory}: {problem}")
         self.search(out, min(10, self._index.count))  # warm the index pages
 
 

@@ -72,13 +72,19 @@ def search_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def search_bundle_root(search_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A bundle root holding version 1 trained on the search world: text channels, the query-
-    reading encoder and the search merge."""
+def search_trained(search_world: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run trained on the search world: text channels, the query-reading encoder and the
+    search merge."""
     run = tmp_path_factory.mktemp("search-run")
     run_cli("train", "--data", str(search_world), "--out", str(run), "--epochs", "2", "--quiet")
+    return run
+
+
+@pytest.fixture(scope="session")
+def search_bundle_root(search_trained: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A bundle root holding version 1 published from ``search_trained``."""
     root = tmp_path_factory.mktemp("search-bundles")
-    run_cli("publish", "--run", str(run), "--bundles", str(root))
+    run_cli("publish", "--run", str(search_trained), "--bundles", str(root))
     return root
 
 

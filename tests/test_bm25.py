@@ -17,6 +17,7 @@ from index.bundle import Bm25Params, ChannelsSpec
 from index.tokenizer import TOKENIZER_FILE, TextTokenizer
 from service.metrics import Metrics
 from service.recall import RecallPipeline, RecallQuery, standard_channels
+from service.schemas import RecallResponse
 from service.store import InMemorySessionStore
 
 NONE = np.zeros(0, dtype=np.int64)
@@ -181,14 +182,18 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-async def recall(query: RecallQuery) -> list[tuple[str, dict[str, int]]]:
+async def respond(query: RecallQuery) -> RecallResponse:
     bundle = FakeBundle(n_items=len(TITLES), channels=ChannelsSpec(), text=text_indexes(TITLES, bm25=PARAMS))
     store = InMemorySessionStore()
     await store.append(history("alice", ["item-0003", "item-0006"]))
     metrics = Metrics()
     with ThreadPoolExecutor(2) as executor:
         pipeline = RecallPipeline(store, standard_channels(executor, metrics), metrics, history_limit=50)
-        response = await pipeline.recall(bundle, query)
+        return await pipeline.recall(bundle, query)
+
+
+async def recall(query: RecallQuery) -> list[tuple[str, dict[str, int]]]:
+    response = await respond(query)
     assert response.source == "model" and not response.degraded
     return [
         (item.item_id, {name: hit.rank for name, hit in item.channels.items()}) for item in response.items
@@ -212,3 +217,25 @@ async def test_a_request_without_a_query_gets_no_bm25_items() -> None:
         items = await recall(RecallQuery(user_id="alice", k=10, query=query, exclude_seen=False))
         assert len(items) == 10
         assert not [item for item, hits in items if "bm25" in hits]
+
+
+@pipeline_test
+async def test_a_search_from_a_user_without_history_is_answered_by_the_channels() -> None:
+    """No history is no reason for the popularity fallback when the request has a query: the
+    text channels need none."""
+    response = await respond(RecallQuery(user_id="nobody", k=5, query="hiking boots"))
+    assert response.source == "model" and response.scenario == "search"
+    assert "bm25" in response.answered_channels
+    from_bm25 = sorted(
+        (item.channels["bm25"].rank, item.item_id) for item in response.items if "bm25" in item.channels
+    )
+    assert from_bm25 == [(1, "item-0002"), (2, "item-0007")]
+    fallback = await respond(RecallQuery(user_id="nobody", k=5))
+    assert fallback.source == "fallback" and fallback.answered_channels == []
+
+
+@pipeline_test
+async def test_a_recommendation_request_does_not_run_the_text_channels() -> None:
+    response = await respond(RecallQuery(user_id="alice", k=5, exclude_seen=False))
+    assert response.scenario == "recommendation"
+    assert response.answered_channels and "bm25" not in response.answered_channels

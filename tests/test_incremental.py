@@ -130,3 +130,21 @@ def test_rounds_grow_the_vocabulary_publish_with_lineage_and_prune(
     assert bundle.read_manifest(root / "4").parent_version == 3
     runs = sorted(p.name for p in (state / "runs").iterdir())
     assert runs == ["2", "3"]
+
+
+def test_a_round_from_a_search_run_keeps_the_text_channels(
+    search_world: Path, search_trained: Path, tmp_path: Path
+) -> None:
+    """A PIT round continues the query-reading encoder with its run's tokenizer and rebuilds the
+    text channels over the round's catalog, so its bundle still answers searches."""
+    root, state = tmp_path / "bundles", tmp_path / "state"
+    common = ["--state", str(state), "--bundles", str(root), "--buckets", "2", "--window-days", "4"]
+    out = run_cli(
+        "round", "--data", str(search_world), "--init-run", str(search_trained), *common, "--force", "--quiet"
+    )
+    line = json.loads(out.strip().splitlines()[-1])
+    manifest = bundle.read_manifest(root / str(line["version"]))
+    assert manifest.encoder.query_pieces > 0
+    assert manifest.text is not None and manifest.text.bm25 is not None and manifest.text.dense is not None
+    assert manifest.channels is not None and "search:exclude_seen" in manifest.channels.fusion
+    assert {"tokenizer.json", "query_encoder.onnx"} <= set(manifest.files)

@@ -134,7 +134,9 @@ def test_train_command_splits_with_the_given_windows(
 
     seen: dict[str, Any] = {}
 
-    def fake_train(dataset: Any, config: Any, out_dir: Path, progress: bool = True) -> dict[str, Any]:
+    def fake_train(
+        dataset: Any, config: Any, out_dir: Path, progress: bool = True, **_: Any
+    ) -> dict[str, Any]:
         seen["dataset"] = dataset
         metrics = {"hr@100": 0.5}
         return {"test": metrics, "test_popularity": metrics, "test_scene_popularity": metrics}

@@ -203,8 +203,10 @@ async def test_a_search_recall_says_so_and_names_the_channels_that_answered(tmp_
     assert browse["scenario"] == "recommendation"
     assert browse["answered_channels"] == search["answered_channels"]
     assert subset["answered_channels"] == ["popular", "nsp"]  # in the order they ran
-    assert new_user["source"] == "fallback" and new_user["scenario"] == "search"
-    assert new_user["answered_channels"] == []
+    # A search needs no history: the channels answer it rather than the popularity fallback.
+    assert new_user["source"] == "model" and new_user["scenario"] == "search"
+    assert new_user["answered_channels"] == ["nsp", "history", "i2i", "popular"]
+    assert len(new_user["items"]) == 10 and not new_user["degraded"]
 
 
 async def test_a_legacy_bundle_answers_search_with_the_nsp_channel(tmp_path: Path) -> None:
