@@ -16,7 +16,8 @@ cases (never test):
    served. Everything measured goes into ``ChannelsSpec.validation``;
 4. when the log has search sessions, the merge of search requests is fitted the same way, apart,
    on the validation search cases (at most ``MAX_SEARCH_FIT_CASES``, a seeded sample), over
-   every channel including the text ones (``index.fusion.fusion_key``).
+   every channel including the text ones (``index.fusion.fusion_key``), for the mean Recall@K
+   over ``SEARCH_KS``.
 
 ``judge`` reports each channel alone, the merge, the oracle union of the lists the merge
 receives (the ceiling it can reach), each channel's unique hits among them and the merge's
@@ -53,6 +54,9 @@ from model_export.ranking import case_targets, flatten_sessions
 log = logging.getLogger(__name__)
 
 KS = (20, 100, 500)
+# The search merge is judged at GRAM's depths (Recall@10/100/300): a search result page, and
+# the candidates a search ranker takes.
+SEARCH_KS = (10, 100, 300)
 WEIGHT_GRID = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 # RRF constants tried: 60 is the Elasticsearch/OpenSearch/Vespa/Milvus convention; smaller
 # ones reward the top of each list more (close to interleaving), which suits short lists.
@@ -221,7 +225,7 @@ def fit_channels(
     search_cases, search_targets = case_targets(search_fit_cases(dataset), dataset.vocab)
     for exclude_seen in (False, True) if search_cases else ():
         key = fusion_key(exclude_seen, search=True)
-        by_k, fills = deep_lists(source, search_cases, exclude_seen, ks)
+        by_k, fills = deep_lists(source, search_cases, exclude_seen, SEARCH_KS)
         fusion[key], by_method = fit_fusion(by_k, fills, search_targets, source.names)
         validation.update({f"{key}.{method}": value for method, value in by_method.items()})
     spec = ChannelsSpec(

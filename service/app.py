@@ -114,6 +114,8 @@ async def bundle_summary(bundle: BundleDep, services: ServicesDep) -> BundleSumm
         hnsw=m.hnsw.model_dump(),
         metrics=m.metrics,
         channels=m.channels.model_dump() if m.channels is not None else None,
+        text=m.text.model_dump() if m.text is not None else None,
+        query_pieces=m.encoder.query_pieces,
     )
 
 

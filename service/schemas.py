@@ -212,6 +212,14 @@ class BundleSummary(BaseModel):
         description="The channels' settings and fusion weights fitted on validation; null: a bundle "
         "from before the merge (nsp channel alone)."
     )
+    text: dict[str, object] | None = Field(
+        default=None,
+        description="The bundle's text channels (bm25, dense) and the query pieces they read; null: "
+        "a bundle without text channels (search requests are answered by the others).",
+    )
+    query_pieces: int = Field(
+        default=0, description="Query pieces the nsp encoder reads on a context token; 0: it reads none."
+    )
 
 
 class PinRequest(_Request):

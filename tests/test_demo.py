@@ -51,6 +51,10 @@ def test_demo_prints_working_curls_and_cleans_up(
         assert search["scenario"] == "search" and len(search["items"]) == 10
         assert {"bm25", "dense"} <= set(search["answered_channels"])
         assert any({"bm25", "dense"} & set(item["channels"]) for item in search["items"])
+        base = shlex.split(curls[0])[shlex.split(curls[0]).index("-X") + 2].rsplit("/v1/", 1)[0]
+        summary = httpx.get(f"{base}/v1/bundle", timeout=10).json()
+        assert summary["query_pieces"] > 0 and summary["text"]["bm25"] and summary["text"]["dense"]
+        assert "search:exclude_seen" in summary["channels"]["fusion"]
         redis_children = subprocess.run(
             ["pgrep", "-P", str(process.pid), "redis-server"], capture_output=True
         )
