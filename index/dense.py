@@ -15,6 +15,7 @@ import onnxruntime as ort
 
 from index.ann import ItemIndex, search_excluding
 from index.bundle import DenseSpec
+from index.onnx_options import serving_session_options
 from index.probe import probe_problem
 from index.tokenizer import PAD_ID, TextTokenizer
 
@@ -98,12 +99,7 @@ class DenseText:
 def _open_session(path: Path, spec: DenseSpec, threads: int) -> ort.InferenceSession:
     if not path.is_file():
         raise FileNotFoundError(f"no {path.name} in {path.parent}")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # Requests already run in parallel on the CPU pool; spinning threads would steal its cores.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options = serving_session_options(threads)
     try:
         session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ONNX Runtime raises its own exception types

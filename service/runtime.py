@@ -34,6 +34,7 @@ from index.bundle import (
     verify_files,
 )
 from index.i2i import I2I_FILE, ItemToItem
+from index.onnx_options import serving_session_options
 from index.popularity import ALL_SCENES
 from index.probe import probe_problem
 from index.vocab import ITEMS_FILE, VOCAB_FILE, Vocabulary
@@ -229,14 +230,7 @@ def execution_providers(provider: str) -> list[str]:
 
 
 def _open_encoder(path: Path, manifest: Manifest, threads: int, provider: str) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Requests already run in parallel on the CPU pool; spinning intra-op threads would steal
-    # those cores while idle.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options = serving_session_options(threads)
     try:
         session = ort.InferenceSession(
             str(path), sess_options=options, providers=execution_providers(provider)
