@@ -51,7 +51,8 @@ from model_export.evaluate import item_matrix, user_matrix  # noqa: E402
 from model_export.metrics import hit_metrics  # noqa: E402
 from model_export.publish import load_run  # noqa: E402
 from model_export.ranking import case_targets  # noqa: E402
-from model_export.search_world import generate_search_world, read_table, relevant_items  # noqa: E402
+from model_export.search_truth import relevant_items  # noqa: E402
+from model_export.search_world import generate_search_world, read_table  # noqa: E402
 from model_export.synth import DAY0_TS, SynthConfig  # noqa: E402
 from model_export.text.build import offline_text_searches, read_text_spec  # noqa: E402
 from model_export.train import CHANNELS, METRICS, TrainConfig, run  # noqa: E402

@@ -336,8 +336,8 @@ def item_titles(category: np.ndarray, seed: int = 5) -> list[str]:
     item one of its category's 8 product types and 8 brands, with the attribute values its
     type's family allows. Deterministic for a seed; unrelated to popularity and embeddings."""
     from model_export.search_vocab import ATTRIBUTES, FAMILIES, TAXONOMY, TYPES_PER_CATEGORY, VALUES, Forms
-    from model_export.search_world import _qualifier, _title  # its title writer, reused as is
-    from model_export.synth import _SYLLABLES, BRANDS_PER_CATEGORY  # the synthetic world's brand names
+    from model_export.search_world import type_qualifier, write_title  # its title writer, reused as is
+    from model_export.synth import BRANDS_PER_CATEGORY, synthetic_brand_names
 
     rng = np.random.default_rng(seed)
     n_categories = int(category.max()) + 1
@@ -345,10 +345,11 @@ def item_titles(category: np.ndarray, seed: int = 5) -> list[str]:
     for c in range(n_categories):
         cycle = c // len(TAXONOMY)
         names = (
-            f"{_qualifier(cycle)} {t.value}" if cycle else t.value for t in TAXONOMY[c % len(TAXONOMY)].types
+            f"{type_qualifier(cycle)} {t.value}" if cycle else t.value
+            for t in TAXONOMY[c % len(TAXONOMY)].types
         )
         types.append([Forms(name, (name.title(),), ()) for name in names])
-    brand_names = [(a + b).capitalize() for a in _SYLLABLES for b in _SYLLABLES if a != b]
+    brand_names = synthetic_brand_names()
     brands = [Forms(name, (name,), ()) for name in brand_names]
     category_brands = rng.integers(0, len(brands), (n_categories, BRANDS_PER_CATEGORY))
     tables = {
@@ -364,7 +365,7 @@ def item_titles(category: np.ndarray, seed: int = 5) -> list[str]:
         forms = {"product_type": types[c][kind[i]], "brand": brands[brand[i]]}
         for k, name, values in tables[TAXONOMY[c % len(TAXONOMY)].family]:
             forms[name] = values[int(r[k] * len(values))]
-        titles.append(_title(forms, r[6:]))
+        titles.append(write_title(forms, r[6:]))
     return titles
 
 

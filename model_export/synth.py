@@ -884,7 +884,7 @@ def _write_catalog(path: Path, config: SynthConfig, catalog: _Catalog, rng: np.r
     cat_noun = np.arange(n_cat) % len(_NOUNS)
     cat_qual = (np.arange(n_cat) // len(_NOUNS) + rng.integers(0, len(_QUALIFIERS), n_cat)) % len(_QUALIFIERS)
     cat_price = np.exp(rng.normal(3.2, 0.8, n_cat))
-    brand_names = [(a + b).capitalize() for a in _SYLLABLES for b in _SYLLABLES if a != b]
+    brand_names = synthetic_brand_names()
     cat_brands = rng.integers(0, len(brand_names), (n_cat, BRANDS_PER_CATEGORY))
     # Brand follows the sub-cluster, so it carries real signal about an item's neighbourhood.
     brand_slot = (catalog.group * 3 + rng.integers(0, 3, n)) % BRANDS_PER_CATEGORY
@@ -923,6 +923,11 @@ def _write_catalog(path: Path, config: SynthConfig, catalog: _Catalog, rng: np.r
                 [_digits(catalog.first_day[s])],
             ]
             _write(fh, fields)
+
+
+def synthetic_brand_names() -> list[str]:
+    """Every brand name the synthetic catalog draws from (two syllables, capitalised)."""
+    return [(a + b).capitalize() for a in _SYLLABLES for b in _SYLLABLES if a != b]
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import pytest
 
 from index.text import normalize_text
 from model_export.data import read_events
+from model_export.search_truth import relevant_items, search_stats
 from model_export.search_vocab import ATTRIBUTES, FAMILIES, TAXONOMY, VALUES
 from model_export.search_world import (
     CATALOG_COLUMNS,
@@ -20,8 +21,6 @@ from model_export.search_world import (
     SearchConfig,
     generate_search_world,
     read_table,
-    relevant_items,
-    search_stats,
     user_preferences,
 )
 from model_export.synth import DAY, DAY0_TS, SynthConfig, generate
