@@ -16,7 +16,7 @@ import onnxruntime as ort
 from index.ann import ItemIndex, search_excluding
 from index.bundle import DenseSpec
 from index.onnx_options import serving_session_options
-from index.probe import probe_problem
+from index.probe import verify_probe
 from index.tokenizer import PAD_ID, TextTokenizer
 
 QUERY_ENCODER_FILE = "query_encoder.onnx"
@@ -81,18 +81,9 @@ class DenseText:
         return search_excluding(self._index.search, self._index.count, vector, k, excluded)
 
     def _check_probe(self, path: Path) -> None:
-        try:
-            with np.load(path, allow_pickle=False) as probe:
-                ids, expected = probe["query_tokens"], probe["query_vec"]
-        except (KeyError, ValueError) as exc:  # a missing file is an OSError, left as one
-            raise ValueError(f"unreadable {TEXT_PROBE_FILE}: {exc!r}") from exc
-        try:
-            out = self.encode(ids)
-        except Exception as exc:  # ONNX Runtime raises its own exception types
-            raise RuntimeError(f"{QUERY_ENCODER_FILE} failed on the probe: {exc}") from exc
-        problem = probe_problem(out, expected, self.spec.dim, QUERY_ENCODER_FILE, TEXT_PROBE_FILE)
-        if problem is not None:
-            raise ValueError(problem)
+        out = verify_probe(
+            path, ("query_tokens", "query_vec"), self.encode, self.spec.dim, QUERY_ENCODER_FILE
+        )
         self._index.search(out, min(10, self._index.count))  # warm the index pages
 
 

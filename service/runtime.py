@@ -36,7 +36,7 @@ from index.bundle import (
 from index.i2i import I2I_FILE, ItemToItem
 from index.onnx_options import serving_session_options
 from index.popularity import ALL_SCENES
-from index.probe import probe_problem
+from index.probe import verify_probe
 from index.vocab import ITEMS_FILE, VOCAB_FILE, Vocabulary
 from service.text_indexes import TextIndexes, load_text_indexes
 
@@ -196,17 +196,15 @@ class LoadedBundle:
 
     def _check_probe(self) -> None:
         try:
-            with np.load(self.directory / PROBE_FILE, allow_pickle=False) as probe:
-                tokens, expected = probe["tokens"], probe["user_vec"]
-        except (OSError, KeyError, ValueError) as exc:
-            raise BundleError(f"{self.directory}: unreadable {PROBE_FILE}: {exc}") from exc
-        try:
-            out = self.encode(tokens)
-        except Exception as exc:  # ONNX Runtime raises its own exception types
-            raise BundleError(f"{self.directory}: encoder failed on the probe: {exc}") from exc
-        problem = probe_problem(out, expected, self._manifest.embedding_dim, ENCODER_FILE, PROBE_FILE)
-        if problem is not None:
-            raise BundleError(f"{self.directory}: {problem}")
+            out = verify_probe(
+                self.directory / PROBE_FILE,
+                ("tokens", "user_vec"),
+                self.encode,
+                self._manifest.embedding_dim,
+                ENCODER_FILE,
+            )
+        except ValueError as exc:
+            raise BundleError(f"{self.directory}: {exc}") from exc
         self.search(out, min(10, self._index.count))  # warm the index pages
 
 
