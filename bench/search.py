@@ -46,7 +46,7 @@ from index.features import QueryText  # noqa: E402
 from index.i2i import I2I_FILE, I2IParams, ItemToItem  # noqa: E402
 from index.tokenizer import TOKENIZER_FILE, TextTokenizer  # noqa: E402
 from model_export.channels import OfflineChannels, merged_rows, pad_rows  # noqa: E402
-from model_export.data import DAY, Dataset, EvalCase, load_dataset, read_catalog  # noqa: E402
+from model_export.data import DAY, Dataset, EvalCase, load_dataset  # noqa: E402
 from model_export.evaluate import item_matrix, user_matrix  # noqa: E402
 from model_export.metrics import hit_metrics  # noqa: E402
 from model_export.publish import load_run  # noqa: E402
@@ -143,7 +143,7 @@ def judge_rows(
 def evaluate_search(data: Path, run_dir: Path, config: TrainConfig) -> dict[str, Any]:
     dataset = load_dataset(data / "events.csv", data / "catalog.csv", VAL_DAYS, TEST_DAYS)
     vocab = dataset.vocab
-    catalog = read_catalog(data / "catalog.csv")
+    catalog = read_table(data / "catalog.csv")
     model, _, _ = load_run(run_dir)
     spec = ChannelsSpec.model_validate_json((run_dir / CHANNELS).read_text())
     text_spec = read_text_spec(run_dir)
@@ -169,7 +169,7 @@ def evaluate_search(data: Path, run_dir: Path, config: TrainConfig) -> dict[str,
         row["nsp (no query)"] = extra["nsp"]
     list_seconds = time.perf_counter() - started
 
-    intents = relevant_items(read_table(data / "search_intents.csv"), read_table(data / "catalog.csv"))
+    intents = relevant_items(read_table(data / "search_intents.csv"), catalog)
     relevant = [
         {label for item in intents[c.target.request_id] if (label := vocab.item_index(item)) is not None}
         if c.target.request_id in intents

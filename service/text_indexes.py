@@ -7,6 +7,7 @@ corrupt tokenizer or text index is refused at load and the serving version stays
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,11 +47,7 @@ def load_text_indexes(directory: Path, manifest: Manifest) -> TextIndexes | None
 def _load_bm25(directory: Path, manifest: Manifest, spec: TextSpec) -> Bm25Index | None:
     if spec.bm25 is None:
         return None
-    missing = [name for name in BM25_FILES if name not in manifest.files]
-    if missing:
-        raise BundleError(
-            f"{directory}: manifest configures the bm25 channel but does not list {', '.join(missing)}"
-        )
+    _require_files(directory, manifest, "bm25", BM25_FILES)
     try:
         return Bm25Index.load(directory, manifest.item_count, spec.bm25)
     except (OSError, ValueError) as exc:  # the message starts with the file's name
@@ -60,12 +57,16 @@ def _load_bm25(directory: Path, manifest: Manifest, spec: TextSpec) -> Bm25Index
 def _load_dense(directory: Path, manifest: Manifest, spec: TextSpec) -> DenseText | None:
     if spec.dense is None:
         return None
-    missing = [name for name in DENSE_FILES if name not in manifest.files]
-    if missing:
-        raise BundleError(
-            f"{directory}: manifest configures the dense channel but does not list {', '.join(missing)}"
-        )
+    _require_files(directory, manifest, "dense", DENSE_FILES)
     try:
         return DenseText.load(directory, spec.dense, manifest.item_count, spec.max_query_tokens)
     except (OSError, RuntimeError, ValueError) as exc:
         raise BundleError(f"{directory}: dense channel refused: {exc}") from exc
+
+
+def _require_files(directory: Path, manifest: Manifest, channel: str, names: Sequence[str]) -> None:
+    missing = [name for name in names if name not in manifest.files]
+    if missing:
+        raise BundleError(
+            f"{directory}: manifest configures the {channel} channel but does not list {', '.join(missing)}"
+        )
