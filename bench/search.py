@@ -157,9 +157,7 @@ def evaluate_search(data: Path, run_dir: Path, config: TrainConfig) -> dict[str,
         nsp_vectors(model, config, dataset, tokenizer),
         item_matrix(model, vocab),
         min_depth=spec.min_depth,
-        text=offline_text_searches(run_dir, text_spec, tokenizer, vocab.n_items)
-        if text_spec and tokenizer
-        else {},
+        text=offline_text_searches(run_dir, text_spec, tokenizer, vocab) if text_spec and tokenizer else {},
     )
     cases, targets = case_targets(dataset.search_test, vocab)
     started = time.perf_counter()
@@ -258,9 +256,10 @@ def paired_difference(
     return {"mean": float(diff.mean()), "ci95_low": float(low), "ci95_high": float(high), "cases": len(diff)}
 
 
-def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    args = parse_args()
+def search_run(args: argparse.Namespace) -> tuple[SynthConfig, TrainConfig, Path, Path, Path]:
+    """(world config, train config, bench root, world data, run directory): the search world and
+    ``nsprecall train``'s run on it, generated and trained once and cached (``bench/sid.py``
+    evaluates the same run)."""
     if args.smoke:
         args.users, args.items, args.days, args.epochs = 300, 800, 12, 1
     world = SynthConfig(n_users=args.users, n_items=args.items, n_days=args.days, seed=0)
@@ -281,6 +280,13 @@ def main() -> None:
             test_days=TEST_DAYS,
         )
         (run_dir / "train_seconds.json").write_text(json.dumps({"seconds": time.perf_counter() - started}))
+    return world, config, root, data, run_dir
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args = parse_args()
+    world, config, root, data, run_dir = search_run(args)
     result = cached(run_dir / "search_eval.json", lambda: evaluate_search(data, run_dir, config))
     result["world"] = dataclasses.asdict(world)
     result["train"] = dataclasses.asdict(config)
@@ -289,8 +295,8 @@ def main() -> None:
     write_report(result, root if args.smoke else DOCS)
 
 
-ROWS = ("nsp", "nsp (no query)", "history", "i2i", "popular", "bm25", "dense", "merged")
-TEXT_ROWS = ("bm25", "dense")
+ROWS = ("nsp", "nsp (no query)", "history", "i2i", "popular", "bm25", "dense", "sid", "merged")
+TEXT_ROWS = ("bm25", "dense", "sid")
 
 
 def _pct(value: float | None) -> str:

@@ -50,6 +50,10 @@ class ItemIndex:
     def save(self, path: Path) -> None:
         self._index.save_index(str(path))
 
+    def vectors(self) -> np.ndarray:
+        """(count, dim) float32: the stored vectors in label order (for offline re-use)."""
+        return np.asarray(self._index.get_items(np.arange(self.count), return_type="numpy"), dtype=np.float32)
+
     @property
     def count(self) -> int:
         return int(self._index.get_current_count())

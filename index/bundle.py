@@ -128,6 +128,23 @@ class DenseSpec(BaseModel):
     hnsw: HnswParams = HnswParams()
 
 
+class SidSpec(BaseModel):
+    """The ``sid`` channel (CQ-SID): a generator from query (+ the user's recent SIDs) to
+    semantic cluster IDs, served by trie-constrained beam search and an SID → items table
+    (``index.sid_layout``, ``index.sid_table``, ``index.sid_trie``, ``index.sid_generator``)."""
+
+    sizes: tuple[int, int, int, int]  # values per level: (K1, K2, K3, group suffixes G_max)
+    categories: int = Field(ge=0)  # level-1 codes reserved for categories (0: not forced)
+    t_max: int = Field(gt=0)  # items per SID the cluster split aims at
+    max_text_tokens: int = Field(gt=0)  # query pieces the generator reads
+    user_sids: int = Field(ge=0)  # the user's recent clicked items' SIDs in the context
+    dim: int = Field(gt=0)  # the generator's hidden size (the encoder's memory width)
+    # Beam sizes a request chooses from: the smallest whose SIDs hold about ``depth`` items.
+    beams: list[int] = Field(default=[20, 50, 100], min_length=1)
+    items_per_sid: float = Field(gt=0)  # mean items per SID of the published table
+    item_order: str = "engaged in the training period (click or deeper), most first; then label"
+
+
 class TextSpec(BaseModel):
     """The search side of a bundle: the shared tokenizer (``index.tokenizer``) and the text
     channels built with it. A manifest without it has no text channels; its search requests
@@ -136,6 +153,7 @@ class TextSpec(BaseModel):
     max_query_tokens: int = Field(default=16, ge=1, le=512)  # query pieces the text models read
     bm25: Bm25Params | None = None
     dense: DenseSpec | None = None
+    sid: SidSpec | None = None
 
 
 class Manifest(BaseModel):

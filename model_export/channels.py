@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from index.bundle import ChannelsSpec
+from index.features import Session
 from index.fusion import EMPTY, Candidates, FusionParams, fuse
 from index.history import HistoryParams, history_candidates
 from index.i2i import I2IParams, ItemToItem, i2i_candidates
@@ -29,9 +30,10 @@ from model_export.ranking import first_k
 
 MIN_DEPTH = ChannelsSpec.model_fields["min_depth"].default
 CaseLists = list[dict[str, Candidates]]  # per case, channel → (labels, scores), best first
-# A text channel offline: (query, depth, excluded labels) → its list, computed by the same
-# index code the service runs (``model_export.text.build.offline_text_searches``).
-TextSearch = Callable[[str, int, np.ndarray], Candidates]
+# A text channel offline: (query, the user's sessions before it, depth, excluded labels) → its
+# list, computed by the same index code the service runs
+# (``model_export.text.build.offline_text_searches``); only ``sid`` reads the sessions.
+TextSearch = Callable[[str, Sequence[Session], int, np.ndarray], Candidates]
 
 
 def seen_labels(case: EvalCase, vocab: Vocabulary) -> np.ndarray:
@@ -101,7 +103,7 @@ class OfflineChannels:
             for name, search in self.text.items():
                 if name in wanted:
                     query = case.target.query
-                    out[row][name] = search(query, depth, drop) if query else EMPTY
+                    out[row][name] = search(query, case.history, depth, drop) if query else EMPTY
         return out
 
     def _nsp(self, cases: Sequence[EvalCase], depth: int, excluded: list[np.ndarray]) -> list[Candidates]:

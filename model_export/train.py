@@ -40,6 +40,7 @@ from model_export.negatives import NegativeSampler, SamplerKind
 from model_export.progress import progress_bar
 from model_export.ranking import evaluate
 from model_export.retrieval import VectorRanker
+from model_export.sid.build import SidConfig
 from model_export.text.build import TextConfig, build_text_channels, offline_text_searches
 from model_export.text.corpus import fit_tokenizer, item_texts, training_queries
 from model_export.text.dense import DenseConfig
@@ -117,7 +118,8 @@ class TrainConfig:
         checkpoint from before the text channels gets the default one)."""
         text = dict(fields.get("text") or {})
         dense = DenseConfig(**text.pop("dense_config", {}))
-        return cls(**{**fields, "text": TextConfig(**text, dense_config=dense)})
+        sid = SidConfig(**sid_fields) if (sid_fields := text.pop("sid_config", None)) else SidConfig()
+        return cls(**{**fields, "text": TextConfig(**text, dense_config=dense, sid_config=sid)})
 
     @property
     def uniform_negatives_alone(self) -> bool:
@@ -539,7 +541,7 @@ def fit_and_write_channels(
     searches = {}
     if text is not None:
         text_spec = build_text_channels(fit_on, text.texts, text.tokenizer, out_dir, config.text)
-        searches = offline_text_searches(out_dir, text_spec, text.tokenizer, vocab.n_items)
+        searches = offline_text_searches(out_dir, text_spec, text.tokenizer, vocab)
     spec, table, source = fit_channels(
         fit_on, user_vectors, item_matrix(model, vocab), config.i2i_neighbours, text=searches
     )

@@ -59,7 +59,15 @@ def _data_instacart(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     from model_export.data import DataError
+    from model_export.sid.build import SidConfig
+    from model_export.text.build import TextConfig
     from model_export.train import NoTrainingData, TrainConfig, run
+
+    sid = SidConfig(enabled=not args.no_sid)
+    if args.sid_grpo_steps is not None:
+        if args.sid_grpo_steps < 0:
+            raise SystemExit(f"--sid-grpo-steps must be >= 0, got {args.sid_grpo_steps}")
+        sid.grpo_steps = args.sid_grpo_steps
 
     config = TrainConfig(
         epochs=args.epochs,
@@ -77,6 +85,7 @@ def _train(args: argparse.Namespace) -> None:
         patience=args.patience,
         query_pieces=args.query_pieces,
         model={"dim": args.dim, "dropout": args.dropout},
+        text=TextConfig(sid_config=sid),
     )
     events, catalog = args.data / "events.csv", args.data / "catalog.csv"
     # Both refusals come before the run directory is created.
@@ -292,6 +301,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=8,
         help="search query pieces each context token reads (0: none; a log without queries: none)",
+    )
+    p.add_argument(
+        "--no-sid", action="store_true", help="no sid channel (CQ-SID generative search) for a log with queries"
+    )
+    p.add_argument(
+        "--sid-grpo-steps",
+        type=int,
+        default=None,
+        help="EG-GRPO steps after the sid generator's supervised stages (0: none; default 50)",
     )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_train)

@@ -223,7 +223,7 @@ def create_app(
                 batcher.start()
             pipeline = RecallPipeline(
                 session_store,
-                standard_channels(executor, metrics, batcher),
+                standard_channels(executor, metrics, batcher, settings.sid_max_beam),
                 metrics,
                 history_limit=settings.store_max_events,
                 channel_timeout_s=settings.channel_timeout_s,

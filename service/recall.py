@@ -41,6 +41,7 @@ from service.channels.history import HistoryChannel
 from service.channels.i2i import I2IChannel
 from service.channels.nsp import NspChannel
 from service.channels.popular import PopularChannel
+from service.channels.sid import SidChannel
 from service.metrics import FallbackReason, Metrics
 from service.runtime import Bundle
 from service.schemas import (
@@ -75,10 +76,10 @@ class Merged(NamedTuple):
 
 
 def standard_channels(
-    executor: Executor, metrics: Metrics, batcher: EncodeBatcher | None = None
+    executor: Executor, metrics: Metrics, batcher: EncodeBatcher | None = None, sid_max_beam: int = 100
 ) -> list[Channel]:
     """Every channel this service runs; a new channel is one more line here (and its name in
-    ``service.channels.CHANNEL_NAMES``)."""
+    ``service.channels.CHANNEL_NAMES``). ``sid_max_beam`` bounds the sid channel's beam."""
     return [
         NspChannel(executor, metrics, batcher),
         HistoryChannel(),
@@ -86,6 +87,7 @@ def standard_channels(
         PopularChannel(),
         Bm25Channel(executor),
         DenseChannel(executor),
+        SidChannel(executor, metrics, sid_max_beam),
     ]
 
 
@@ -215,6 +217,9 @@ class RecallPipeline:
             return Merged(None, [], missing)
         with self._metrics.stage("merge"):
             fusion = _fusion(bundle, query.exclude_seen, search=query.query is not None)
+            if query.channels is not None and not any(fusion.weight(name) > 0 for name in lists):
+                # Naming channels the fitted merge weighs 0 still shows their lists.
+                fusion = fusion.model_copy(update={"weights": dict.fromkeys(lists, 1.0)})
             labels, scores, hits = merge(lists, fusion, query.k)
         with self._metrics.stage("postprocess"):
             ids = bundle.vocab.item_ids[labels].tolist() if len(labels) else []

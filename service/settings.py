@@ -114,6 +114,12 @@ class Settings(BaseSettings):
         default=2, ge=1, description="Threads of the pool that runs encode + ANN search."
     )
     ann_threads: int = Field(default=1, ge=1, description="hnswlib threads per query batch.")
+    sid_max_beam: int = Field(
+        default=100,
+        ge=1,
+        le=1000,
+        description="Largest beam the sid channel searches (it picks one from the bundle's ladder by depth).",
+    )
     encode_batch_max: int = Field(
         default=1,  # off: on the CPU it did not measure better (docs/architecture.md)
         ge=1,

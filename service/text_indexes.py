@@ -14,6 +14,7 @@ from pathlib import Path
 from index.bm25 import BM25_FILES, Bm25Index
 from index.bundle import BundleError, Manifest, TextSpec
 from index.dense import DENSE_FILES, DenseText
+from index.sid_search import SID_FILES, SidSearch
 from index.tokenizer import TOKENIZER_FILE, TextTokenizer
 
 
@@ -25,6 +26,7 @@ class TextIndexes:
     tokenizer: TextTokenizer
     bm25: Bm25Index | None = None  # the bm25 channel's index (spec.bm25)
     dense: DenseText | None = None  # the dense channel's encoder and index (spec.dense)
+    sid: SidSearch | None = None  # the sid channel's generator, trie and table (spec.sid)
 
 
 def load_text_indexes(directory: Path, manifest: Manifest) -> TextIndexes | None:
@@ -41,7 +43,8 @@ def load_text_indexes(directory: Path, manifest: Manifest) -> TextIndexes | None
     except (OSError, ValueError) as exc:
         raise BundleError(f"{directory}: unreadable {TOKENIZER_FILE}: {exc}") from exc
     bm25 = _load_bm25(directory, manifest, spec)
-    return TextIndexes(spec, tokenizer, bm25=bm25, dense=_load_dense(directory, manifest, spec))
+    dense = _load_dense(directory, manifest, spec)
+    return TextIndexes(spec, tokenizer, bm25=bm25, dense=dense, sid=_load_sid(directory, manifest, spec))
 
 
 def _load_bm25(directory: Path, manifest: Manifest, spec: TextSpec) -> Bm25Index | None:
@@ -62,6 +65,16 @@ def _load_dense(directory: Path, manifest: Manifest, spec: TextSpec) -> DenseTex
         return DenseText.load(directory, spec.dense, manifest.item_count, spec.max_query_tokens)
     except (OSError, RuntimeError, ValueError) as exc:
         raise BundleError(f"{directory}: dense channel refused: {exc}") from exc
+
+
+def _load_sid(directory: Path, manifest: Manifest, spec: TextSpec) -> SidSearch | None:
+    if spec.sid is None:
+        return None
+    _require_files(directory, manifest, "sid", SID_FILES)
+    try:
+        return SidSearch.load(directory, spec.sid, manifest.item_count)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise BundleError(f"{directory}: sid channel refused: {exc}") from exc
 
 
 def _require_files(directory: Path, manifest: Manifest, channel: str, names: Sequence[str]) -> None:

@@ -76,7 +76,11 @@ def search_trained(search_world: Path, tmp_path_factory: pytest.TempPathFactory)
     """A run trained on the search world: text channels, the query-reading encoder and the
     search merge."""
     run = tmp_path_factory.mktemp("search-run")
-    run_cli("train", "--data", str(search_world), "--out", str(run), "--epochs", "2", "--quiet")
+    # A few EG-GRPO steps: enough to run the alignment path, not to move the tiny model.
+    run_cli(
+        "train", "--data", str(search_world), "--out", str(run), "--epochs", "2", "--sid-grpo-steps", "5",
+        "--quiet",
+    )  # fmt: skip
     return run
 
 

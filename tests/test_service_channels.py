@@ -195,6 +195,20 @@ async def test_the_merge_uses_the_fusion_fitted_for_the_requests_exclusion_polic
     assert all(entry["channels"] for entry in drop_seen["items"])
 
 
+async def test_channels_named_alone_answer_even_where_the_fitted_merge_weighs_them_zero(
+    tmp_path: Path,
+) -> None:
+    only_history: dict[str, float] = {name: 1.0 if name == "history" else 0.0 for name in CHANNEL_NAMES}
+    fitted = multi_channel(fusion={SEEN: FusionParams(weights=only_history), UNSEEN: FusionParams()})
+    async with serving(tmp_path, fitted) as client:
+        await post_events(client, history("alice", HISTORY))
+        alone = await recall(client, k=10, channels=["nsp"], exclude_seen=False, as_of=AS_OF)
+        both = await recall(client, k=10, channels=["nsp", "history"], exclude_seen=False, as_of=AS_OF)
+    assert all(list(entry["channels"]) == ["nsp"] for entry in alone["items"])
+    assert [entry["channels"]["nsp"]["rank"] for entry in alone["items"]] == list(range(1, 11))
+    assert ids(both)[:5] == HISTORY_ORDER  # a named channel with weight keeps the fitted merge
+
+
 async def test_a_real_bundle_with_channels_serves_them_all(tmp_path: Path) -> None:
     """``write_real_bundle`` → ``LoadedBundle`` (i2i.npz checked and loaded) → every channel."""
     root = tmp_path / "bundles"

@@ -20,10 +20,14 @@ import numpy as np
 from index.bm25 import BM25_FILES, Bm25Index, build_bm25
 from index.bundle import Bm25Params, TextSpec
 from index.dense import DenseText
+from index.features import Session
 from index.fusion import Candidates
+from index.sid_search import SID_FILES, SidSearch, recent_engaged
 from index.tokenizer import TOKENIZER_FILE, TextTokenizer
+from index.vocab import Vocabulary
 from model_export.channels import TextSearch
 from model_export.data import Dataset
+from model_export.sid.build import SidConfig, build_sid_channel
 from model_export.text.corpus import query_pairs
 from model_export.text.dense import DENSE_FILES, DenseConfig, train_dense, write_dense
 
@@ -41,6 +45,7 @@ class TextConfig:
     bm25_k1: float = Bm25Params().k1  # the library's (and Lucene's) defaults
     bm25_b: float = Bm25Params().b
     dense_config: DenseConfig = field(default_factory=DenseConfig)
+    sid_config: SidConfig = field(default_factory=SidConfig)  # the sid channel, built on dense
 
     @property
     def bm25_params(self) -> Bm25Params:
@@ -75,6 +80,8 @@ def build_text_channels(
         ]
         model = train_dense(pairs, texts, tokenizer, config.dense_config, val_pairs or None)
         spec.dense = write_dense(out_dir, model, texts, tokenizer, config.dense_config)
+        if config.sid_config.enabled:
+            spec.sid = build_sid_channel(dataset, texts, tokenizer, model, out_dir, config.sid_config)
     elif config.dense:
         log.warning("no query → click pairs in the training period: no dense text channel")
     (out_dir / TEXT_SPEC_FILE).write_text(spec.model_dump_json(indent=2))
@@ -88,6 +95,8 @@ def text_files(spec: TextSpec) -> list[str]:
         files += BM25_FILES
     if spec.dense is not None:
         files += DENSE_FILES
+    if spec.sid is not None:
+        files += SID_FILES
     return files
 
 
@@ -97,23 +106,35 @@ def read_text_spec(run_dir: Path) -> TextSpec | None:
 
 
 def offline_text_searches(
-    run_dir: Path, spec: TextSpec, tokenizer: TextTokenizer, n_items: int
+    run_dir: Path, spec: TextSpec, tokenizer: TextTokenizer, vocab: Vocabulary
 ) -> dict[str, TextSearch]:
     """Each text channel of the run as ``(query, depth, excluded labels) → list``, computed by
     the index code the service runs."""
     searches: dict[str, TextSearch] = {}
     if spec.bm25 is not None:
-        bm25 = Bm25Index.load(run_dir, n_items, spec.bm25)
+        bm25 = Bm25Index.load(run_dir, vocab.n_items, spec.bm25)
 
-        def bm25_search(query: str, depth: int, excluded: np.ndarray) -> Candidates:
+        def bm25_search(query: str, _: Sequence[Session], depth: int, excluded: np.ndarray) -> Candidates:
             return bm25.search(query, tokenizer, depth, excluded)
 
         searches["bm25"] = bm25_search
     if spec.dense is not None:
-        dense = DenseText.load(run_dir, spec.dense, n_items, spec.max_query_tokens)
+        dense = DenseText.load(run_dir, spec.dense, vocab.n_items, spec.max_query_tokens)
 
-        def dense_search(query: str, depth: int, excluded: np.ndarray) -> Candidates:
+        def dense_search(query: str, _: Sequence[Session], depth: int, excluded: np.ndarray) -> Candidates:
             return dense.search(query, tokenizer, depth, frozenset(excluded.tolist()))
 
         searches["dense"] = dense_search
+    if spec.sid is not None:
+        sid = SidSearch.load(run_dir, spec.sid, vocab.n_items)
+
+        def sid_search(
+            query: str, history: Sequence[Session], depth: int, excluded: np.ndarray
+        ) -> Candidates:
+            recent = recent_engaged(history, vocab, sid.spec.user_sids)
+            return sid.search(
+                query, tokenizer, recent, depth, excluded, sid.beam_for(depth, max(sid.spec.beams))
+            )
+
+        searches["sid"] = sid_search
     return searches

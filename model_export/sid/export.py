@@ -1,0 +1,279 @@
+"""ONNX export of the SID generator: ``sid_encoder.onnx`` and a one-step ``sid_decoder.onnx``
+(``index.sid_generator`` documents their inputs and outputs), the torch-vs-ONNX Runtime parity
+check, and the probe file the serving side verifies at load.
+
+The decoder takes one prompt's memory (batch 1) for B prefix rows (beams); see
+``index.sid_generator`` for why, and for why there is no self-attention key/value cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from index.sid_generator import (
+    DECODER_INPUTS,
+    DECODER_OUTPUTS,
+    ENCODER_INPUTS,
+    ENCODER_OUTPUTS,
+    SID_DECODER_FILE,
+    SID_ENCODER_FILE,
+    SID_PROBE_FILE,
+)
+from index.sid_layout import BOS_TOKEN, LEVELS, PAD_TOKEN
+from model_export.export import OPSET, ExportMismatch, onnx_session
+from model_export.sid.generator import TEXT_PAD, SidGenerator
+
+log = logging.getLogger(__name__)
+
+PROBE_TEXT_LENGTHS = (1, 4, 16)  # text pieces of the parity cases (capped at max_text_tokens)
+PROBE_BATCH = 3  # rows of the batched parity cases and of the probe's prefixes
+
+
+@dataclass(frozen=True)
+class GeneratorExport:
+    """What the manifest records about the exported generator."""
+
+    encoder: str
+    decoder: str
+    probe: str
+    encoder_inputs: tuple[str, ...]
+    encoder_outputs: tuple[str, ...]
+    decoder_inputs: tuple[str, ...]
+    decoder_outputs: tuple[str, ...]
+    dim: int  # memory width D
+    vocab_size: int  # SID token vocabulary V (decoder logits width)
+    text_vocab: int
+    sid_sizes: tuple[int, int, int, int]
+    max_text_tokens: int
+    max_user_tokens: int  # 4 * user_sids
+    parity_max_abs_diff: float
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class SidEncoder(nn.Module):
+    def __init__(self, model: SidGenerator) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, text_ids: torch.Tensor, user_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.encode(text_ids, user_tokens)
+
+
+class SidDecoderStep(nn.Module):
+    def __init__(self, model: SidGenerator) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, memory: torch.Tensor, memory_pad: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+        return self.model.decode(memory, memory_pad, prefix)[:, -1]  # (B, V)
+
+
+def export_generator(
+    model: SidGenerator,
+    directory: Path,
+    text_pieces: np.ndarray | None = None,
+    user_sids: np.ndarray | None = None,
+) -> GeneratorExport:
+    """Write ``sid_encoder.onnx``, ``sid_decoder.onnx`` and ``sid_probe.npz`` into ``directory``.
+
+    ``text_pieces`` (n,) int64 real piece ids (e.g. the catalog's titles, padding dropped) and
+    ``user_sids`` (m, 4) real SID level values make the parity and probe inputs; without them,
+    ids spread over the vocabularies. Raises ``ExportMismatch`` when ONNX Runtime and torch
+    differ by more than 1e-4 anywhere (text lengths 1/4/16, user parts of 0 and max tokens,
+    prompt batches of 1 and 3 with all-pad rows, prefix lengths 1..4 over 1 and 3 beams)."""
+    model = model.eval()
+    config = model.config
+    encoder_path, decoder_path = directory / SID_ENCODER_FILE, directory / SID_DECODER_FILE
+    text, user = _probe_parts(model, text_pieces, user_sids)
+    batch = torch.export.Dim("batch", min=1)
+    text_len = torch.export.Dim("text", min=1, max=config.max_text_tokens)
+    user_len = torch.export.Dim("user", min=0, max=config.max_user_tokens)
+    example_text, example_user = _batch(text[-1:] * PROBE_BATCH), _batch(user[-1:] * PROBE_BATCH)
+    _export(
+        SidEncoder(model),
+        encoder_path,
+        (example_text, example_user),
+        ENCODER_INPUTS,
+        ENCODER_OUTPUTS,
+        {"text_ids": {0: batch, 1: text_len}, "user_tokens": {0: batch, 1: user_len}},
+    )
+    with torch.no_grad():  # one prompt: the decoder reads one memory for all its rows (beams)
+        memory, pad = model.encode(torch.from_numpy(text[-1]), torch.from_numpy(user[-1]))
+    memory_len = torch.export.Dim("memory", min=2)
+    _export(
+        SidDecoderStep(model),
+        decoder_path,
+        (memory.numpy(), pad.numpy(), _prefixes(model, PROBE_BATCH, LEVELS)),
+        DECODER_INPUTS,
+        DECODER_OUTPUTS,
+        {
+            "memory": {1: memory_len},
+            "memory_pad": {1: memory_len},
+            "prefix": {0: batch, 1: torch.export.Dim("prefix", min=1, max=LEVELS)},
+        },
+    )
+    worst = check_generator(model, encoder_path, decoder_path, text, user)
+    _write_probe(model, encoder_path, decoder_path, directory / SID_PROBE_FILE, text[-1], user[-1])
+    return GeneratorExport(
+        encoder=SID_ENCODER_FILE,
+        decoder=SID_DECODER_FILE,
+        probe=SID_PROBE_FILE,
+        encoder_inputs=ENCODER_INPUTS,
+        encoder_outputs=ENCODER_OUTPUTS,
+        decoder_inputs=DECODER_INPUTS,
+        decoder_outputs=DECODER_OUTPUTS,
+        dim=config.dim,
+        vocab_size=model.layout.vocab_size,
+        text_vocab=config.text_vocab,
+        sid_sizes=model.layout.sizes,
+        max_text_tokens=config.max_text_tokens,
+        max_user_tokens=config.max_user_tokens,
+        parity_max_abs_diff=worst,
+    )
+
+
+def _export(
+    module: nn.Module,
+    path: Path,
+    example: tuple[np.ndarray, ...],
+    input_names: tuple[str, ...],
+    output_names: tuple[str, ...],
+    dynamic: dict[str, dict[int, torch.export.Dim]],
+) -> None:
+    """``model_export.export.export_module`` for several inputs and outputs: the dynamo
+    exporter to one self-contained file; ``dynamic`` maps each forward argument to its Dims."""
+    module = module.eval()
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    logging.getLogger("onnx_ir").setLevel(logging.WARNING)
+    logging.getLogger("onnxscript").setLevel(logging.WARNING)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter's deprecation chatter, not actionable here
+        program = torch.onnx.export(
+            module,
+            tuple(torch.from_numpy(x) for x in example),
+            input_names=list(input_names),
+            output_names=list(output_names),
+            dynamic_shapes=dynamic,
+            opset_version=OPSET,
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+    if program is None:
+        raise RuntimeError("torch.onnx.export returned no program")
+    program.save(str(path), external_data=False)
+
+
+@torch.no_grad()
+def check_generator(
+    model: SidGenerator,
+    encoder_path: Path,
+    decoder_path: Path,
+    text: list[np.ndarray],
+    user: list[np.ndarray],
+    atol: float = 1e-4,
+) -> float:
+    """Max |torch - ORT| over memory and next-token logits (ORT encoder feeding the ORT decoder,
+    one prompt's memory at a time) for every text row alone and all of them as one right-padded
+    batch, each with every user row (user parts may have width 0), at prefix lengths 1..4.
+    Raises ``ExportMismatch`` above ``atol`` naming the file and the shapes."""
+    encoder, decoder = onnx_session(encoder_path), onnx_session(decoder_path)
+    batches = [(t, u) for t in text for u in user]
+    batches += [(_batch(text), _batch([u] * len(text))) for u in user]
+    batches.append((_batch(text), _batch(user[::-1] * len(text))[: len(text)]))  # mixed user parts
+    worst = 0.0
+    for text_ids, user_tokens in batches:
+        expected, expected_pad = model.encode(torch.from_numpy(text_ids), torch.from_numpy(user_tokens))
+        memory, pad = encoder.run(list(ENCODER_OUTPUTS), {"text_ids": text_ids, "user_tokens": user_tokens})
+        where = f"text {text_ids.shape}, user {user_tokens.shape}"
+        worst = max(worst, _diff(expected.numpy(), memory, atol, f"{SID_ENCODER_FILE} at {where}"))
+        if not np.array_equal(pad, expected_pad.numpy()):
+            raise ExportMismatch(f"{SID_ENCODER_FILE} memory_pad differs from torch at {where}")
+        for row in range(len(text_ids)):  # the decoder takes one prompt's memory
+            one, one_pad = expected[row : row + 1], expected_pad[row : row + 1]
+            feed = {"memory": memory[row : row + 1], "memory_pad": pad[row : row + 1]}
+            for rows, length in [(1, 1)] + [(PROBE_BATCH, n) for n in range(1, LEVELS + 1)]:
+                prefix = _prefixes(model, rows, length)
+                want = model.decode(one, one_pad, torch.from_numpy(prefix))[:, -1].numpy()
+                (got,) = decoder.run(list(DECODER_OUTPUTS), {**feed, "prefix": prefix})
+                where_step = f"{SID_DECODER_FILE} at {where}, row {row}, prefix {prefix.shape}"
+                worst = max(worst, _diff(want, got, atol, where_step))
+    log.info("SID generator ONNX agreement: max abs diff %.2e over %d prompt shapes", worst, len(batches))
+    return worst
+
+
+def _diff(expected: np.ndarray, actual: np.ndarray, atol: float, where: str) -> float:
+    if expected.shape != actual.shape:
+        raise ExportMismatch(f"{where}: ONNX shape {actual.shape}, torch {expected.shape}")
+    diff = float(np.abs(expected - actual).max()) if expected.size else 0.0
+    if not diff <= atol:
+        raise ExportMismatch(f"{where}: ONNX output differs from torch by {diff:.2e}")
+    return diff
+
+
+def _write_probe(
+    model: SidGenerator,
+    encoder_path: Path,
+    decoder_path: Path,
+    path: Path,
+    text_ids: np.ndarray,
+    user_tokens: np.ndarray,
+) -> None:
+    """Record ONNX Runtime's memory and next-token logits (``PROBE_BATCH`` prefixes of length 4)
+    for one prompt: the serving side must reproduce both."""
+    (memory, pad) = onnx_session(encoder_path).run(
+        list(ENCODER_OUTPUTS), {"text_ids": text_ids, "user_tokens": user_tokens}
+    )
+    prefix = _prefixes(model, PROBE_BATCH, LEVELS)
+    feed = {"memory": memory, "memory_pad": pad, "prefix": prefix}
+    (logits,) = onnx_session(decoder_path).run(list(DECODER_OUTPUTS), feed)
+    with path.open("wb") as f:
+        np.savez(f, text_ids=text_ids, user_tokens=user_tokens, memory=memory, prefix=prefix, logits=logits)
+
+
+def _probe_parts(
+    model: SidGenerator, text_pieces: np.ndarray | None, user_sids: np.ndarray | None
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Text rows (1, n) for n in ``PROBE_TEXT_LENGTHS`` (capped) and user rows (1, 0) and
+    (1, max_user_tokens), from the given pieces and SIDs or spread-out stand-ins."""
+    config = model.config
+    pieces = np.asarray(text_pieces if text_pieces is not None else [], dtype=np.int64).ravel()
+    pieces = pieces[pieces != TEXT_PAD]
+    if len(pieces) == 0:
+        pieces = 1 + (np.arange(64, dtype=np.int64) * 7919) % max(config.text_vocab - 1, 1)
+    lengths = sorted({min(n, config.max_text_tokens) for n in PROBE_TEXT_LENGTHS})
+    text = [np.resize(np.roll(pieces, -n), n).astype(np.int64)[None] for n in lengths]
+    sizes = np.asarray(model.layout.sizes)
+    if user_sids is None or len(user_sids) == 0:
+        user_sids = (np.arange(config.user_sids)[:, None] * np.array([3, 5, 7, 1])) % sizes
+    sids = np.resize(np.asarray(user_sids, dtype=np.int64), (config.user_sids, LEVELS))
+    user = [np.zeros((1, 0), np.int64), model.layout.to_tokens(sids).reshape(1, -1)]
+    return text, user
+
+
+def _batch(rows: list[np.ndarray]) -> np.ndarray:
+    """Right-pad (1, n_i) rows into one (len(rows), max n) batch; the text pad and ``PAD_TOKEN``
+    are both 0. The first row is left all padding when there are several (an empty query)."""
+    assert TEXT_PAD == PAD_TOKEN
+    width = max(r.shape[1] for r in rows)
+    out = np.zeros((len(rows), width), np.int64)
+    for i, row in enumerate(rows):
+        if i or len(rows) == 1:
+            out[i, : row.shape[1]] = row[0]
+    return out
+
+
+def _prefixes(model: SidGenerator, rows: int, length: int) -> np.ndarray:
+    """(rows, length) int64: BOS then distinct in-range level tokens per row."""
+    values = (np.arange(rows)[:, None] * np.array([1, 2, 3, 1]) + 1) % np.asarray(model.layout.sizes)
+    tokens = model.layout.to_tokens(values)[:, : length - 1]
+    return np.concatenate([np.full((rows, 1), BOS_TOKEN, np.int64), tokens], axis=1)
