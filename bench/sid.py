@@ -55,7 +55,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from benchlib import cached, latency_summary, provenance  # noqa: E402
-from model_export.sid.clusters import place_new_items  # noqa: E402
 from search import nsp_vectors, search_run  # noqa: E402
 from serving import item_titles  # noqa: E402
 
@@ -84,6 +83,7 @@ from model_export.sid.build import (  # noqa: E402
     generator_config,
     stage_examples,
 )
+from model_export.sid.clusters import place_new_items  # noqa: E402
 from model_export.sid.data import engagement_counts, trained_items  # noqa: E402
 from model_export.sid.evaluate import (  # noqa: E402
     Beams,

@@ -303,7 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="search query pieces each context token reads (0: none; a log without queries: none)",
     )
     p.add_argument(
-        "--no-sid", action="store_true", help="no sid channel (CQ-SID generative search) for a log with queries"
+        "--no-sid",
+        action="store_true",
+        help="no sid channel (CQ-SID generative search) for a log with queries",
     )
     p.add_argument(
         "--sid-grpo-steps",

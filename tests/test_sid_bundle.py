@@ -40,7 +40,9 @@ def loaded(good: Path) -> LoadedBundle:
     return LoadedBundle.load(good)
 
 
-def test_the_bundle_lists_the_sid_files_and_codes_every_catalog_item(good: Path, loaded: LoadedBundle) -> None:
+def test_the_bundle_lists_the_sid_files_and_codes_every_catalog_item(
+    good: Path, loaded: LoadedBundle
+) -> None:
     manifest = read_manifest(good)
     assert manifest.text is not None and manifest.text.sid is not None
     assert set(SID_FILES) <= set(manifest.files)
@@ -107,7 +109,9 @@ async def test_a_search_request_gets_sid_candidates_and_a_plain_one_none(
     await store.append(history("alice", items))
     as_of = history("alice", items)[-1].ts + 3600
     async with serving(root, store=store, registry=BundleRegistry(root, LoadedBundle.load)) as client:
-        alone = await recall(client, k=30, query="red dress", channels=["sid"], as_of=as_of, exclude_seen=True)
+        alone = await recall(
+            client, k=30, query="red dress", channels=["sid"], as_of=as_of, exclude_seen=True
+        )
         search = await recall(client, k=30, query="red dress", as_of=as_of, exclude_seen=True)
         plain = await recall(client, k=30, as_of=as_of, exclude_seen=True)
     assert alone["answered_channels"] == ["sid"] and len(alone["items"]) == 30
