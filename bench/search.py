@@ -73,13 +73,20 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    add_world_args(parser)
+    return parser.parse_args()
+
+
+def add_world_args(parser: argparse.ArgumentParser) -> None:
+    """The search world's and run's options (``search_run`` reads them; ``bench/sid.py`` too)."""
     parser.add_argument("--users", type=int, default=8000)
     parser.add_argument("--items", type=int, default=5000)
     parser.add_argument("--days", type=int, default=30)
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0, help="training seed (the world's is 0)")
+    parser.add_argument("--epochs", type=int, default=5, help="NSP epochs of the search run")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="the search run's training seed (the world's is 0)"
+    )
     parser.add_argument("--smoke", action="store_true", help="a tiny world, results under var/ only")
-    return parser.parse_args()
 
 
 def nsp_vectors(

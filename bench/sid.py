@@ -55,7 +55,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from benchlib import cached, latency_summary, provenance  # noqa: E402
-from search import nsp_vectors, search_run  # noqa: E402
+from search import add_world_args, nsp_vectors, search_run  # noqa: E402
 from serving import item_titles  # noqa: E402
 
 from index.bundle import ChannelsSpec, FusionParams  # noqa: E402
@@ -123,15 +123,10 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--users", type=int, default=8000)
-    parser.add_argument("--items", type=int, default=5000)
-    parser.add_argument("--days", type=int, default=30)
-    parser.add_argument("--epochs", type=int, default=5, help="NSP epochs of the search run")
-    parser.add_argument("--seed", type=int, default=0, help="the search run's training seed")
+    add_world_args(parser)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="CQ-SID training seeds")
     parser.add_argument("--grpo-steps", type=int, default=100)
     parser.add_argument("--serving-items", type=int, default=100_000)
-    parser.add_argument("--smoke", action="store_true", help="a tiny world; docs left alone")
     return parser.parse_args()
 
 

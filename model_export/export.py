@@ -47,6 +47,19 @@ def export_module(
 ) -> None:
     """Export ``module`` (one tensor in, one out) with the dynamo exporter to ``path``, a single
     self-contained ONNX file; ``dynamic`` maps the input's dynamic axes to their ``Dim``."""
+    export_graph(module, path, (example,), (input_name,), (output_name,), {_first_argument(module): dynamic})
+
+
+def export_graph(
+    module: torch.nn.Module,
+    path: Path,
+    examples: tuple[np.ndarray, ...],
+    input_names: tuple[str, ...],
+    output_names: tuple[str, ...],
+    dynamic: dict[str, dict[int, torch.export.Dim]],
+) -> None:
+    """``export_module`` for several inputs and outputs: ``dynamic`` maps each of ``forward``'s
+    arguments by name to its dynamic axes."""
     module = module.eval()
     # The exporter warns through torch's logging about optional torchvision ops we never use.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
@@ -56,10 +69,10 @@ def export_module(
         warnings.simplefilter("ignore")  # the exporter's deprecation chatter, not actionable here
         program = torch.onnx.export(
             module,
-            (torch.from_numpy(example),),
-            input_names=[input_name],
-            output_names=[output_name],
-            dynamic_shapes={_first_argument(module): dynamic},
+            tuple(torch.from_numpy(x) for x in examples),
+            input_names=list(input_names),
+            output_names=list(output_names),
+            dynamic_shapes=dynamic,
             opset_version=OPSET,
             dynamo=True,
             external_data=False,

@@ -7,15 +7,18 @@ corrupt tokenizer or text index is refused at load and the serving version stays
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from index.bm25 import BM25_FILES, Bm25Index
 from index.bundle import BundleError, Manifest, TextSpec
 from index.dense import DENSE_FILES, DenseText
 from index.sid_search import SID_FILES, SidSearch
 from index.tokenizer import TOKENIZER_FILE, TextTokenizer
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -42,44 +45,42 @@ def load_text_indexes(directory: Path, manifest: Manifest) -> TextIndexes | None
         tokenizer = TextTokenizer.load(directory / TOKENIZER_FILE)
     except (OSError, ValueError) as exc:
         raise BundleError(f"{directory}: unreadable {TOKENIZER_FILE}: {exc}") from exc
-    bm25 = _load_bm25(directory, manifest, spec)
-    dense = _load_dense(directory, manifest, spec)
-    return TextIndexes(spec, tokenizer, bm25=bm25, dense=dense, sid=_load_sid(directory, manifest, spec))
+    n_items = manifest.item_count
+    bm25, dense, sid = None, None, None
+    if (bm25_params := spec.bm25) is not None:
+        bm25 = _load_channel(
+            directory, manifest, "bm25", BM25_FILES, "unreadable bm25 index",
+            lambda: Bm25Index.load(directory, n_items, bm25_params),
+        )  # fmt: skip
+    if (dense_spec := spec.dense) is not None:
+        dense = _load_channel(
+            directory, manifest, "dense", DENSE_FILES, "dense channel refused",
+            lambda: DenseText.load(directory, dense_spec, n_items, spec.max_query_tokens),
+        )  # fmt: skip
+    if (sid_spec := spec.sid) is not None:
+        sid = _load_channel(
+            directory, manifest, "sid", SID_FILES, "sid channel refused",
+            lambda: SidSearch.load(directory, sid_spec, n_items),
+        )  # fmt: skip
+    return TextIndexes(spec, tokenizer, bm25=bm25, dense=dense, sid=sid)
 
 
-def _load_bm25(directory: Path, manifest: Manifest, spec: TextSpec) -> Bm25Index | None:
-    if spec.bm25 is None:
-        return None
-    _require_files(directory, manifest, "bm25", BM25_FILES)
-    try:
-        return Bm25Index.load(directory, manifest.item_count, spec.bm25)
-    except (OSError, ValueError) as exc:  # the message starts with the file's name
-        raise BundleError(f"{directory}: unreadable bm25 index: {exc}") from exc
-
-
-def _load_dense(directory: Path, manifest: Manifest, spec: TextSpec) -> DenseText | None:
-    if spec.dense is None:
-        return None
-    _require_files(directory, manifest, "dense", DENSE_FILES)
-    try:
-        return DenseText.load(directory, spec.dense, manifest.item_count, spec.max_query_tokens)
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise BundleError(f"{directory}: dense channel refused: {exc}") from exc
-
-
-def _load_sid(directory: Path, manifest: Manifest, spec: TextSpec) -> SidSearch | None:
-    if spec.sid is None:
-        return None
-    _require_files(directory, manifest, "sid", SID_FILES)
-    try:
-        return SidSearch.load(directory, spec.sid, manifest.item_count)
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise BundleError(f"{directory}: sid channel refused: {exc}") from exc
-
-
-def _require_files(directory: Path, manifest: Manifest, channel: str, names: Sequence[str]) -> None:
+def _load_channel(
+    directory: Path,
+    manifest: Manifest,
+    channel: str,
+    names: Sequence[str],
+    refusal: str,
+    load: Callable[[], T],
+) -> T:
+    """``load()`` the channel's files once the manifest is seen to list them all; any reader
+    error (their messages start with the file's name) becomes a ``BundleError``."""
     missing = [name for name in names if name not in manifest.files]
     if missing:
         raise BundleError(
             f"{directory}: manifest configures the {channel} channel but does not list {', '.join(missing)}"
         )
+    try:
+        return load()
+    except (OSError, RuntimeError, ValueError) as exc:  # hnswlib and ONNX Runtime raise RuntimeError
+        raise BundleError(f"{directory}: {refusal}: {exc}") from exc

@@ -233,6 +233,32 @@ def failures(registry: BundleRegistry) -> float | None:
     return registry.metrics.registry.get_sample_value("nsp_bundle_load_failures_total")
 
 
+async def refused_while_the_served_one_stays(
+    good: Path, tmp_path: Path, fault: Fault, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Serve ``good`` as version 1, publish it again as 2 with ``fault``, and check that 2 is
+    refused with ``fault.reason`` (a ``BundleError``; one single-line error log naming it, one
+    counted failure) while 1 keeps serving: the check every corrupt-file test makes."""
+    root = tmp_path / "bundles"
+    shutil.copytree(good, root / "1")
+    registry = BundleRegistry(root, LoadedBundle.load)
+    await registry.refresh()
+    served = registry.current()
+    assert served is not None and served.version == 1
+
+    faulty = publish_faulty(good, root, 2, fault)
+    with pytest.raises(BundleError, match=fault.reason):
+        LoadedBundle.load(faulty)
+    with caplog.at_level(logging.INFO, logger="service.registry"):
+        assert await registry.refresh() is None
+    assert registry.current() is served
+    assert failures(registry) == 1.0
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "\n" not in errors[0], errors
+    refusal = rf"^bundle 2 failed to load \(attempt \d.*\), keeping bundle 1: .*{fault.reason}"
+    assert re.search(refusal, errors[0]), errors[0]
+
+
 @pytest.fixture(scope="module")
 def good(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_real_bundle(tmp_path_factory.mktemp("good"), 1, n_items=N_ITEMS, dim=DIM)

@@ -5,18 +5,16 @@ corrupt or inconsistent is refused while the served one stays."""
 
 from __future__ import annotations
 
-import logging
 import re
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fakes import history, recall, serving
-from test_bundle_faults import Fault, _truncate, failures, publish_faulty
+from test_bundle_faults import Fault, _truncate, refused_while_the_served_one_stays
 
-from index.bundle import BundleError, read_manifest
+from index.bundle import read_manifest
 from index.features import Session
 from index.sid_generator import SID_DECODER_FILE, SID_PROBE_FILE
 from index.sid_search import SID_FILES, recent_engaged
@@ -195,19 +193,4 @@ FAULTS = [
 async def test_a_bundle_with_corrupt_sid_files_is_refused_and_the_served_one_stays(
     fault: Fault, good: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    root = tmp_path / "bundles"
-    shutil.copytree(good, root / "1")
-    registry = BundleRegistry(root, LoadedBundle.load)
-    await registry.refresh()
-    served = registry.current()
-    assert served is not None and served.version == 1 and served.text is not None
-
-    faulty = publish_faulty(good, root, 2, fault)
-    with pytest.raises(BundleError, match=fault.reason):
-        LoadedBundle.load(faulty)
-    with caplog.at_level(logging.INFO, logger="service.registry"):
-        assert await registry.refresh() is None
-    assert registry.current() is served
-    assert failures(registry) == 1.0
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert len(errors) == 1 and re.search(fault.reason, errors[0]), errors
+    await refused_while_the_served_one_stays(good, tmp_path, fault, caplog)

@@ -6,22 +6,18 @@ a bundle)."""
 
 from __future__ import annotations
 
-import logging
-import re
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_bundle_faults import Fault, _truncate, failures, publish_faulty
+from test_bundle_faults import Fault, _truncate, publish_faulty, refused_while_the_served_one_stays
 from text_bundles import TITLES, tokenizer_for, write_text_bundle
 
 from index.bm25 import BM25_DATA, BM25_FILES, BM25_INDPTR, BM25_VOCAB, build_bm25
 from index.bundle import Bm25Params, BundleError
 from index.tokenizer import TOKENIZER_FILE
 from service.channels.bm25 import Bm25Channel
-from service.registry import BundleRegistry
 from service.runtime import LoadedBundle
 
 PARAMS = Bm25Params()
@@ -131,24 +127,7 @@ def test_a_valid_text_bundle_loads_with_its_tokenizer_and_bm25_index(good: Path)
 async def test_a_bundle_with_a_corrupt_search_side_is_refused_and_the_served_one_stays(
     fault: Fault, good: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    root = tmp_path / "bundles"
-    shutil.copytree(good, root / "1")
-    registry = BundleRegistry(root, LoadedBundle.load)
-    await registry.refresh()
-    served = registry.current()
-    assert served is not None and served.version == 1 and served.text is not None
-
-    faulty = publish_faulty(good, root, 2, fault)
-    with pytest.raises(BundleError, match=fault.reason):
-        LoadedBundle.load(faulty)
-    with caplog.at_level(logging.INFO, logger="service.registry"):
-        assert await registry.refresh() is None
-    assert registry.current() is served
-    assert failures(registry) == 1.0
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert len(errors) == 1 and "\n" not in errors[0], errors
-    refusal = rf"^bundle 2 failed to load \(attempt \d.*\), keeping bundle 1: .*{fault.reason}"
-    assert re.search(refusal, errors[0]), errors[0]
+    await refused_while_the_served_one_stays(good, tmp_path, fault, caplog)
 
 
 def test_a_damaged_bm25_file_is_refused_before_the_bm25_reader_opens_it(

@@ -9,7 +9,6 @@ The decoder takes one prompt's memory (batch 1) for B prefix rows (beams); see
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from index.sid_generator import (
     SID_PROBE_FILE,
 )
 from index.sid_layout import BOS_TOKEN, LEVELS, PAD_TOKEN
-from model_export.export import OPSET, ExportMismatch, onnx_session
+from model_export.export import ExportMismatch, export_graph, onnx_session
 from model_export.sid.generator import TEXT_PAD, SidGenerator
 
 log = logging.getLogger(__name__)
@@ -98,7 +97,7 @@ def export_generator(
     text_len = torch.export.Dim("text", min=1, max=config.max_text_tokens)
     user_len = torch.export.Dim("user", min=0, max=config.max_user_tokens)
     example_text, example_user = _batch(text[-1:] * PROBE_BATCH), _batch(user[-1:] * PROBE_BATCH)
-    _export(
+    export_graph(
         SidEncoder(model),
         encoder_path,
         (example_text, example_user),
@@ -109,7 +108,7 @@ def export_generator(
     with torch.no_grad():  # one prompt: the decoder reads one memory for all its rows (beams)
         memory, pad = model.encode(torch.from_numpy(text[-1]), torch.from_numpy(user[-1]))
     memory_len = torch.export.Dim("memory", min=2)
-    _export(
+    export_graph(
         SidDecoderStep(model),
         decoder_path,
         (memory.numpy(), pad.numpy(), _prefixes(model, PROBE_BATCH, LEVELS)),
@@ -139,38 +138,6 @@ def export_generator(
         max_user_tokens=config.max_user_tokens,
         parity_max_abs_diff=worst,
     )
-
-
-def _export(
-    module: nn.Module,
-    path: Path,
-    example: tuple[np.ndarray, ...],
-    input_names: tuple[str, ...],
-    output_names: tuple[str, ...],
-    dynamic: dict[str, dict[int, torch.export.Dim]],
-) -> None:
-    """``model_export.export.export_module`` for several inputs and outputs: the dynamo
-    exporter to one self-contained file; ``dynamic`` maps each forward argument to its Dims."""
-    module = module.eval()
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    logging.getLogger("onnx_ir").setLevel(logging.WARNING)
-    logging.getLogger("onnxscript").setLevel(logging.WARNING)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the exporter's deprecation chatter, not actionable here
-        program = torch.onnx.export(
-            module,
-            tuple(torch.from_numpy(x) for x in example),
-            input_names=list(input_names),
-            output_names=list(output_names),
-            dynamic_shapes=dynamic,
-            opset_version=OPSET,
-            dynamo=True,
-            external_data=False,
-            verbose=False,
-        )
-    if program is None:
-        raise RuntimeError("torch.onnx.export returned no program")
-    program.save(str(path), external_data=False)
 
 
 @torch.no_grad()
