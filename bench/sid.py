@@ -491,18 +491,18 @@ def main() -> None:
     world = prepare_world(data, run_dir, config)
     torch.set_num_threads(2)
     per_seed = []
-    keep: dict[str, Any] = {}
+    keep: dict[str, Any] = {}  # the CQ-SID models of a seed computed in this run (for serving)
     for seed in args.seeds:
         path = run_dir / f"sid-seed{seed}-grpo{args.grpo_steps}.json"
-        seed_keep: dict[str, Any] = {}
-        if seed == args.seeds[0] or not path.is_file():
+        if path.is_file() and (keep or seed != args.seeds[-1]):
+            result = json.loads(path.read_text())  # computed by an earlier run with these settings
+        else:
+            seed_keep: dict[str, Any] = {}
             result = run_seed(world, seed, args.grpo_steps, seed_keep)
             path.write_text(json.dumps(result))
-        else:
-            result = json.loads(path.read_text())
+            keep = keep or seed_keep
         result["seed"] = seed
         per_seed.append(result)
-        keep = keep or seed_keep
     channels = cached(run_dir / "sid_channels.json", lambda: channel_comparison(world, run_dir, config))
     serving = serving_ladder(world, keep, args.serving_items)
     result = {
