@@ -147,14 +147,14 @@ def judge_rows(
     return out
 
 
-def evaluate_search(data: Path, run_dir: Path, config: TrainConfig) -> dict[str, Any]:
-    dataset = load_dataset(data / "events.csv", data / "catalog.csv", VAL_DAYS, TEST_DAYS)
-    vocab = dataset.vocab
-    catalog = read_table(data / "catalog.csv")
+def run_channels(
+    run_dir: Path, dataset: Dataset, config: TrainConfig, tokenizer: TextTokenizer | None
+) -> tuple[OfflineChannels, ChannelsSpec]:
+    """Every channel of the run offline (the text ones with a tokenizer) and its fitted spec."""
     model, _, _ = load_run(run_dir)
     spec = ChannelsSpec.model_validate_json((run_dir / CHANNELS).read_text())
     text_spec = read_text_spec(run_dir)
-    tokenizer = TextTokenizer.load(run_dir / TOKENIZER_FILE) if (run_dir / TOKENIZER_FILE).is_file() else None
+    vocab = dataset.vocab
     source = OfflineChannels(
         vocab,
         dataset.popularity,
@@ -166,6 +166,15 @@ def evaluate_search(data: Path, run_dir: Path, config: TrainConfig) -> dict[str,
         min_depth=spec.min_depth,
         text=offline_text_searches(run_dir, text_spec, tokenizer, vocab) if text_spec and tokenizer else {},
     )
+    return source, spec
+
+
+def evaluate_search(data: Path, run_dir: Path, config: TrainConfig) -> dict[str, Any]:
+    dataset = load_dataset(data / "events.csv", data / "catalog.csv", VAL_DAYS, TEST_DAYS)
+    vocab = dataset.vocab
+    catalog = read_table(data / "catalog.csv")
+    tokenizer = TextTokenizer.load(run_dir / TOKENIZER_FILE) if (run_dir / TOKENIZER_FILE).is_file() else None
+    source, spec = run_channels(run_dir, dataset, config, tokenizer)
     cases, targets = case_targets(dataset.search_test, vocab)
     started = time.perf_counter()
     lists = source.lists(cases, source.depth(DEPTH), exclude_seen=False)

@@ -55,22 +55,19 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from benchlib import cached, latency_summary, provenance  # noqa: E402
-from search import add_world_args, nsp_vectors, search_run  # noqa: E402
+from search import add_world_args, run_channels, search_run  # noqa: E402
 from serving import item_titles  # noqa: E402
 
-from index.bundle import ChannelsSpec, FusionParams  # noqa: E402
-from index.i2i import I2I_FILE, I2IParams, ItemToItem  # noqa: E402
+from index.bundle import FusionParams  # noqa: E402
 from index.sid_layout import SidLayout  # noqa: E402
 from index.sid_search import SidSearch, recent_engaged  # noqa: E402
 from index.sid_table import SidTable  # noqa: E402
 from index.sid_trie import SidTrie  # noqa: E402
 from index.tokenizer import TOKENIZER_FILE, TextTokenizer  # noqa: E402
 from model_export.channel_fit import deep_lists, fit_fusion, search_fit_cases  # noqa: E402
-from model_export.channels import OfflineChannels, merged_rows, pad_rows  # noqa: E402
+from model_export.channels import merged_rows, pad_rows  # noqa: E402
 from model_export.data import Dataset, load_dataset  # noqa: E402
-from model_export.evaluate import item_matrix  # noqa: E402
 from model_export.metrics import hit_metrics  # noqa: E402
-from model_export.publish import load_run  # noqa: E402
 from model_export.ranking import case_targets  # noqa: E402
 from model_export.search_world import read_table  # noqa: E402
 from model_export.sid.build import (  # noqa: E402
@@ -96,10 +93,10 @@ from model_export.sid.evaluate import (  # noqa: E402
 )
 from model_export.sid.generator import SidGenerator, StageConfig, train_stage  # noqa: E402
 from model_export.sid.rqvae import assign_codes  # noqa: E402
-from model_export.text.build import offline_text_searches, read_text_spec  # noqa: E402
+from model_export.text.build import read_text_spec  # noqa: E402
 from model_export.text.corpus import item_texts, query_pairs  # noqa: E402
 from model_export.text.dense import item_vectors, train_dense  # noqa: E402
-from model_export.train import CHANNELS, TrainConfig  # noqa: E402
+from model_export.train import TrainConfig  # noqa: E402
 
 log = logging.getLogger("bench.sid")
 
@@ -322,22 +319,10 @@ def channel_comparison(world: World, run_dir: Path, config: TrainConfig) -> dict
     """The run's channels on the test search sessions (k = 10/100/300 requests, seen items kept),
     and the search merge fitted with and without ``sid`` on the same validation cases."""
     dataset, vocab = world.dataset, world.dataset.vocab
-    model, _, _ = load_run(run_dir)
-    spec = ChannelsSpec.model_validate_json((run_dir / CHANNELS).read_text())
     text_spec = read_text_spec(run_dir)
     if text_spec is None or text_spec.sid is None:
         raise RuntimeError(f"{run_dir} has no sid channel: was it trained before the channel existed?")
-    source = OfflineChannels(
-        vocab,
-        dataset.popularity,
-        spec.history,
-        ItemToItem.load(run_dir / I2I_FILE, vocab.n_items),
-        spec.i2i or I2IParams(),
-        nsp_vectors(model, config, dataset, world.tokenizer),
-        item_matrix(model, vocab),
-        min_depth=spec.min_depth,
-        text=offline_text_searches(run_dir, text_spec, world.tokenizer, vocab),
-    )
+    source, _ = run_channels(run_dir, dataset, config, world.tokenizer)
     fit_cases, fit_targets = case_targets(search_fit_cases(dataset), vocab)
     by_k, fills = deep_lists(source, fit_cases, False, CHANNEL_KS)
     fusions: dict[str, FusionParams] = {}

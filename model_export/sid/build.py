@@ -89,7 +89,6 @@ class SidModels:
     item_sids: np.ndarray  # (N, 4) every catalog item's SID
     table: SidTable
     generator: SidGenerator
-    stage_generators: dict[str, SidGenerator] = field(default_factory=dict)  # after each SFT stage
     stats: dict[str, float] = field(default_factory=dict)
 
 
@@ -246,7 +245,6 @@ def train_sid(
     layout = SidLayout((n_categories + config.free_codes, *config.codes, config.g_max))
     table = SidTable.build(layout, item_sids, engagement_counts(dataset.train, dataset.vocab))
     model = SidGenerator(generator_config(config, tokenizer, layout))
-    stages: dict[str, SidGenerator] = {}
     for stage, epochs in zip(STAGES, config.stage_epochs, strict=True):
         examples = stage_examples(stage, dataset, texts, tokenizer, item_sids, layout, config)
         if epochs > 0 and len(examples.targets):
@@ -259,13 +257,12 @@ def train_sid(
             )
             metrics = train_stage(model, examples, stage_config)
             log.info("sid stage %s: %d rows, %s", stage, len(examples.targets), metrics)
-        stages[stage] = frozen_copy(model)
-    if config.grpo_steps > 0:
+    if config.grpo_steps > 0:  # anchored to the supervised model: a frozen copy of it
         align_generator(
-            model, stages["user"], dataset, tokenizer, item_sids, table, config, config.grpo_inject
+            model, frozen_copy(model), dataset, tokenizer, item_sids, table, config, config.grpo_inject
         )
     stats.update(sids=float(len(table.codes)), items_per_sid=float(_items_per_sid(table)))
-    return SidModels(layout, n_categories, item_sids, table, model.eval(), stages, stats)
+    return SidModels(layout, n_categories, item_sids, table, model.eval(), stats)
 
 
 def align_generator(
