@@ -41,10 +41,11 @@ sys.path.insert(0, str(ROOT))
 
 from benchlib import binomial_half_width, cached, config_digest, prepared, provenance  # noqa: E402
 
-from index.bundle import ChannelsSpec  # noqa: E402
+from index.bundle import ChannelsSpec, FusionParams  # noqa: E402
 from index.features import QueryText  # noqa: E402
 from index.i2i import I2I_FILE, I2IParams, ItemToItem  # noqa: E402
 from index.tokenizer import TOKENIZER_FILE, TextTokenizer  # noqa: E402
+from model_export.channel_fit import deep_lists, fit_fusion, search_fit_cases  # noqa: E402
 from model_export.channels import OfflineChannels, merged_rows, pad_rows  # noqa: E402
 from model_export.data import DAY, Dataset, EvalCase, load_dataset  # noqa: E402
 from model_export.evaluate import item_matrix, user_matrix  # noqa: E402
@@ -167,6 +168,55 @@ def run_channels(
         text=offline_text_searches(run_dir, text_spec, tokenizer, vocab) if text_spec and tokenizer else {},
     )
     return source, spec
+
+
+def channel_comparison(
+    run_dir: Path,
+    dataset: Dataset,
+    config: TrainConfig,
+    tokenizer: TextTokenizer,
+    channel: str,
+    ks: Sequence[int] = KS,
+) -> dict[str, Any]:
+    """The run's ``bm25``, ``dense``, ``channel`` and ``nsp`` lists on the test search sessions
+    (k = ``ks`` requests, seen items kept, padded from popularity as the service pads), and the
+    search merge fitted with and without ``channel`` on the same validation cases
+    (``bench/sid.py`` for ``sid``, ``bench/gram.py`` for ``gram``). Raises ``RuntimeError`` when
+    the run's text spec has no such channel."""
+    vocab = dataset.vocab
+    text_spec = read_text_spec(run_dir)
+    channel_spec = getattr(text_spec, channel, None) if text_spec is not None else None
+    if channel_spec is None:
+        raise RuntimeError(f"{run_dir} has no {channel} channel: was it trained before the channel existed?")
+    source, _ = run_channels(run_dir, dataset, config, tokenizer)
+    without = [n for n in source.names if n != channel]
+    fit_cases, fit_targets = case_targets(search_fit_cases(dataset), vocab)
+    by_k, fills = deep_lists(source, fit_cases, False, ks)
+    subsets = {"merged": source.names, f"merged without {channel}": without}
+    fusions: dict[str, FusionParams] = {
+        label: fit_fusion(by_k, fills, fit_targets, names)[0] for label, names in subsets.items()
+    }
+    cases, targets = case_targets(dataset.search_test, vocab)
+    started = time.perf_counter()
+    test_k, test_fills = deep_lists(source, cases, False, ks)
+    seconds = time.perf_counter() - started
+    alone = [n for n in dict.fromkeys(("bm25", "dense", channel, "nsp")) if n in source.names]
+    rows: dict[str, dict[str, float]] = {}
+    for k in ks:
+        lists, fill = test_k[k], test_fills[k]
+        for name in alone:
+            ranked = pad_rows([row[name][0] for row in lists], fill, k)
+            rows.setdefault(name, {}).update(hit_metrics(ranked, targets, [k]))
+        for label, fusion in fusions.items():
+            merged = pad_rows(merged_rows(lists, fusion, k, subsets[label]), fill, k)
+            rows.setdefault(label, {}).update(hit_metrics(merged, targets, [k]))
+    return {
+        "cases": len(cases),
+        "rows": rows,
+        "fusion": {label: fusion.model_dump() for label, fusion in fusions.items()},
+        "list_seconds": seconds,
+        f"{channel}_spec": channel_spec.model_dump(),
+    }
 
 
 def evaluate_search(data: Path, run_dir: Path, config: TrainConfig) -> dict[str, Any]:

@@ -55,20 +55,15 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from benchlib import cached, latency_summary, provenance  # noqa: E402
-from search import add_world_args, run_channels, search_run  # noqa: E402
+from search import add_world_args, channel_comparison, search_run  # noqa: E402
 from serving import item_titles  # noqa: E402
 
-from index.bundle import FusionParams  # noqa: E402
 from index.sid_layout import SidLayout  # noqa: E402
 from index.sid_search import SidSearch, recent_engaged  # noqa: E402
 from index.sid_table import SidTable  # noqa: E402
 from index.sid_trie import SidTrie  # noqa: E402
 from index.tokenizer import TOKENIZER_FILE, TextTokenizer  # noqa: E402
-from model_export.channel_fit import deep_lists, fit_fusion, search_fit_cases  # noqa: E402
-from model_export.channels import merged_rows, pad_rows  # noqa: E402
 from model_export.data import Dataset, load_dataset  # noqa: E402
-from model_export.metrics import hit_metrics  # noqa: E402
-from model_export.ranking import case_targets  # noqa: E402
 from model_export.search_world import read_table  # noqa: E402
 from model_export.sid.build import (  # noqa: E402
     Coding,
@@ -93,7 +88,6 @@ from model_export.sid.evaluate import (  # noqa: E402
 )
 from model_export.sid.generator import SidGenerator, StageConfig, train_stage  # noqa: E402
 from model_export.sid.rqvae import assign_codes  # noqa: E402
-from model_export.text.build import read_text_spec  # noqa: E402
 from model_export.text.corpus import item_texts, query_pairs  # noqa: E402
 from model_export.text.dense import item_vectors, train_dense  # noqa: E402
 from model_export.train import TrainConfig  # noqa: E402
@@ -315,45 +309,6 @@ def run_seed(world: World, seed: int, grpo_steps: int, keep: dict[str, Any]) -> 
     return result
 
 
-def channel_comparison(world: World, run_dir: Path, config: TrainConfig) -> dict[str, Any]:
-    """The run's channels on the test search sessions (k = 10/100/300 requests, seen items kept),
-    and the search merge fitted with and without ``sid`` on the same validation cases."""
-    dataset, vocab = world.dataset, world.dataset.vocab
-    text_spec = read_text_spec(run_dir)
-    if text_spec is None or text_spec.sid is None:
-        raise RuntimeError(f"{run_dir} has no sid channel: was it trained before the channel existed?")
-    source, _ = run_channels(run_dir, dataset, config, world.tokenizer)
-    fit_cases, fit_targets = case_targets(search_fit_cases(dataset), vocab)
-    by_k, fills = deep_lists(source, fit_cases, False, CHANNEL_KS)
-    fusions: dict[str, FusionParams] = {}
-    for label, names in (
-        ("merged", source.names),
-        ("merged without sid", [n for n in source.names if n != "sid"]),
-    ):
-        fusions[label], _ = fit_fusion(by_k, fills, fit_targets, names)
-    cases, targets = case_targets(dataset.search_test, vocab)
-    started = time.perf_counter()
-    test_k, test_fills = deep_lists(source, cases, False, CHANNEL_KS)
-    seconds = time.perf_counter() - started
-    rows: dict[str, dict[str, float]] = {}
-    for k in CHANNEL_KS:
-        lists, fill = test_k[k], test_fills[k]
-        for name in ("bm25", "dense", "sid", "nsp"):
-            alone = pad_rows([row[name][0] for row in lists], fill, k)
-            rows.setdefault(name, {}).update(hit_metrics(alone, targets, [k]))
-        for label, fusion in fusions.items():
-            chosen = None if label == "merged" else [n for n in source.names if n != "sid"]
-            merged = pad_rows(merged_rows(lists, fusion, k, chosen), fill, k)
-            rows.setdefault(label, {}).update(hit_metrics(merged, targets, [k]))
-    return {
-        "cases": len(cases),
-        "rows": rows,
-        "fusion": {label: fusion.model_dump() for label, fusion in fusions.items()},
-        "list_seconds": seconds,
-        "sid_spec": text_spec.sid.model_dump(),
-    }
-
-
 def serving_ladder(world: World, keep: dict[str, Any], n_items: int, seed: int = 5) -> dict[str, Any]:
     """The CQ-SID (EG-GRPO K=2) generator served over a catalog grown to ``n_items``: synthetic
     titled items (``bench/serving.py``'s title writer) coded by the trained RQ-VAE and placed
@@ -488,7 +443,10 @@ def main() -> None:
             keep = keep or seed_keep
         result["seed"] = seed
         per_seed.append(result)
-    channels = cached(run_dir / "sid_channels.json", lambda: channel_comparison(world, run_dir, config))
+    channels = cached(
+        run_dir / "sid_channels.json",
+        lambda: channel_comparison(run_dir, world.dataset, config, world.tokenizer, "sid", CHANNEL_KS),
+    )
     serving = serving_ladder(world, keep, args.serving_items)
     result = {
         "per_seed": per_seed,

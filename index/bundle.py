@@ -145,6 +145,24 @@ class SidSpec(BaseModel):
     item_order: str = "engaged in the training period (click or deeper), most first; then label"
 
 
+class GramSpec(BaseModel):
+    """The ``gram`` channel (GRAM): a generator from a query to shared text codes (attribute-value
+    combinations), served by trie-constrained beam search over the published codes, a code →
+    items index and a query-product score (``index.gram_vocab``, ``index.gram_trie``,
+    ``index.gram_index``, ``index.gram_score``, ``index.gram_generator``)."""
+
+    max_text_tokens: int = Field(gt=0)  # query pieces the generator reads
+    dim: int = Field(gt=0)  # the generator's hidden size (the encoder's memory width)
+    vocab_size: int = Field(gt=3)  # code tokens, PAD/BOS/EOS included
+    beam: int = Field(default=10, gt=0)  # beam width a request uses (bounded by the service's setting)
+    max_codes: int = Field(default=10, gt=0)  # codes a request looks up (bounded likewise)
+    # ``index.gram_score.ScoreWeights`` per granularity (coarse, medium, fine): divergence,
+    # query_logprob and bias, three numbers each.
+    weights: dict[str, list[float]]
+    codes: int = Field(ge=0)  # codes in the index
+    items_per_code: float = Field(ge=0)
+
+
 class TextSpec(BaseModel):
     """The search side of a bundle: the shared tokenizer (``index.tokenizer``) and the text
     channels built with it. A manifest without it has no text channels; its search requests
@@ -154,6 +172,7 @@ class TextSpec(BaseModel):
     bm25: Bm25Params | None = None
     dense: DenseSpec | None = None
     sid: SidSpec | None = None
+    gram: GramSpec | None = None
 
 
 class Manifest(BaseModel):

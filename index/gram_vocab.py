@@ -112,4 +112,5 @@ class CodeVocab:
 
 def code_lengths(rows: np.ndarray) -> np.ndarray:
     """(E,) real tokens per row (values + EOS): what a code's probability multiplies over."""
-    return (np.asarray(rows) != PAD).sum(axis=-1)
+    lengths: np.ndarray = (np.asarray(rows) != PAD).sum(axis=-1)
+    return lengths

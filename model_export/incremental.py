@@ -35,6 +35,7 @@ import torch
 from index import bundle
 from index.vocab import ITEM_OFFSET, Vocabulary
 from model_export.data import Dataset, load_dataset, read_catalog
+from model_export.gram.build import product_attributes
 from model_export.model import NSPModel
 from model_export.publish import QualityGate, QualityGateError, load_run, load_run_tokenizer, publish
 from model_export.text.corpus import item_texts
@@ -197,7 +198,9 @@ def run_round(
     # The start run's tokenizer (the encoder's query pieces are ids of it); with it the text
     # channels are rebuilt over the round's catalog, so new items are searchable.
     tokenizer = load_run_tokenizer(state_dir / state.run)
-    texts = item_texts(read_catalog(catalog), dataset.vocab) if tokenizer is not None else None
+    frame = read_catalog(catalog)
+    texts = item_texts(frame, dataset.vocab) if tokenizer is not None else None
+    products = product_attributes(frame, catalog.parent, dataset.vocab) if tokenizer is not None else None
     try:
         summary = train(
             bucket_dataset(dataset, bucket, config.n_buckets),
@@ -209,6 +212,7 @@ def run_round(
             channel_data=dataset,
             tokenizer=tokenizer,
             texts=texts,
+            products=products,
         )
     except NoTrainingData as exc:
         log.warning("round %d: bucket %d has no training data in the window: %s", number, bucket, exc)

@@ -19,6 +19,10 @@ Generative process (docs/search.md#the-search-world):
    user's preferred brands and price level, and position.
 
 ``search_intents.csv`` holds the intents: ground truth for evaluation, never a training input.
+``lexicon.csv`` is the world's dictionary (``attribute,value,surface``): every way its titles and
+queries write an attribute value of the catalog (value, title forms, query forms; product types
+with their qualifier forms), the model words as ``series`` and the marketing phrases as
+``marketing``: what the GRAM attribute tagger (``model_export.gram``) labels spans from.
 One ``np.random.default_rng`` (seed ``config.seed + SEED_OFFSET``) drives every draw in a fixed
 order, so a config yields byte-identical files.
 """
@@ -53,6 +57,7 @@ from model_export.synth import DAY, DAY0_TS, SynthConfig, catalog_structure, gen
 log = logging.getLogger(__name__)
 
 SEED_OFFSET = 104729  # the search overlay's stream is not the base world's
+LEXICON_COLUMNS = ["attribute", "value", "surface"]
 INTENT_COLUMNS = ["product_type", *ATTRIBUTES]
 CATALOG_COLUMNS = [
     "item_id", "category", "category_path", "product_type", "price", "title", "first_day", *ATTRIBUTES,
@@ -235,6 +240,22 @@ _TEMPLATES: tuple[tuple[tuple[str, str, str], ...], ...] = (
     (("", "C", " "), ("", "MAT", " "), ("", "T", " "), ("", "Z", " "), ("- ", "B", " "), ("", "M", " "),
      ("", "S", " "), ("", "A", " "), ("", "FA", " "), ("", "SE", "")),
 )  # fmt: skip
+
+
+def world_lexicon(forms: list[dict[str, Forms]]) -> pd.DataFrame:
+    """``lexicon.csv``'s rows: (attribute, value, surface) for every form of every value the
+    items carry, plus ``MODEL_WORDS`` as ``series`` and ``MARKETING`` as ``marketing``; surfaces
+    as ``tokens`` sees them (joined by one space), one row per distinct triple, sorted."""
+    rows = {
+        (name, f.value, surface)
+        for item in forms
+        for name, f in item.items()
+        for surface in (f.value, *f.title, *f.query)
+    }
+    rows |= {("series", w.lower(), w) for w in MODEL_WORDS}
+    rows |= {("marketing", m.lower(), m) for m in MARKETING}
+    keyed = {(a, v, " ".join(tokens(s))) for a, v, s in rows}
+    return pd.DataFrame(sorted(t for t in keyed if t[2]), columns=LEXICON_COLUMNS)
 
 
 def _draw_preferences(
@@ -458,9 +479,10 @@ def _liked_categories(
 def generate_search_world(
     config: SynthConfig, out_dir: Path, search: SearchConfig = SearchConfig(), progress: bool = False
 ) -> dict[str, int]:
-    """Writes catalog.csv (with attributes), events.csv (with a ``query`` column; the base log's
-    search requests replaced) and search_intents.csv (ground truth, for evaluation only) under
-    ``out_dir``; returns counts.  Same arguments, byte-identical files."""
+    """Writes catalog.csv (with attributes), lexicon.csv (the attribute dictionary), events.csv
+    (with a ``query`` column; the base log's search requests replaced) and search_intents.csv
+    (ground truth, for evaluation only) under ``out_dir``; returns counts.  Same arguments,
+    byte-identical files."""
     if not 0 <= search.coarse_share + search.medium_share <= 1:
         raise ValueError("coarse_share + medium_share must be between 0 and 1")
     if not 1 <= search.min_exposed <= search.max_exposed:
@@ -471,6 +493,7 @@ def generate_search_world(
     brands, level, _, _ = _draw_preferences(config, search, base, rng)
     items = _build_items(config, base, rng)
     items.frame.to_csv(out_dir / "catalog.csv", index=False)
+    world_lexicon(items.forms).to_csv(out_dir / "lexicon.csv", index=False)
 
     events = pd.read_csv(out_dir / "events.csv", dtype={"ts": np.int64}, keep_default_na=False)
     index_of = {item: k for k, item in enumerate(items.frame["item_id"].tolist())}

@@ -34,6 +34,7 @@ from model_export.batches import Batch, TargetSet, make_ar_batch, make_nsp_batch
 from model_export.channel_fit import DEFAULT_NEIGHBOURS, channel_rankers, fit_channels
 from model_export.data import DAY, Dataset, EvalCase, load_training_dataset, read_catalog
 from model_export.evaluate import item_matrix, model_ranker, user_matrix
+from model_export.gram.build import GramConfig, ProductAttributes, product_attributes
 from model_export.losses import CountReduce, LogExpectedCount, LossKind, target_loss
 from model_export.model import NSPConfig, NSPModel
 from model_export.negatives import NegativeSampler, SamplerKind
@@ -119,7 +120,9 @@ class TrainConfig:
         text = dict(fields.get("text") or {})
         dense = DenseConfig(**text.pop("dense_config", {}))
         sid = SidConfig(**sid_fields) if (sid_fields := text.pop("sid_config", None)) else SidConfig()
-        return cls(**{**fields, "text": TextConfig(**text, dense_config=dense, sid_config=sid)})
+        gram = GramConfig(**gram_fields) if (gram_fields := text.pop("gram_config", None)) else GramConfig()
+        text_config = TextConfig(**text, dense_config=dense, sid_config=sid, gram_config=gram)
+        return cls(**{**fields, "text": text_config})
 
     @property
     def uniform_negatives_alone(self) -> bool:
@@ -366,6 +369,7 @@ def train(
     channel_data: Dataset | None = None,
     tokenizer: TextTokenizer | None = None,
     texts: Sequence[str] | None = None,
+    products: ProductAttributes | None = None,
 ) -> dict[str, dict[str, float]]:
     """Train (from ``start`` when given: an incremental round) and write the run directory.
 
@@ -474,7 +478,7 @@ def train(
         results["test"] = evaluate_cases(model, dataset.test, vocab, config, query_text=query_text)
     if config.channels and config.objective == "nsp":
         fit_on = channel_data or dataset
-        text = TextInputs(tokenizer, texts) if tokenizer is not None and texts is not None else None
+        text = TextInputs(tokenizer, texts, products) if tokenizer is not None and texts is not None else None
         results.update(fit_and_write_channels(model, fit_on, dataset, config, out_dir, query_text, text))
     if dataset.test and config.baselines:
         # The same harness and split for the baselines a user would otherwise pick.
@@ -519,6 +523,7 @@ class TextInputs:
 
     tokenizer: TextTokenizer
     texts: Sequence[str]  # by vocabulary label
+    products: ProductAttributes | None = None  # titles and attributes: the gram channel's input
 
 
 def fit_and_write_channels(
@@ -540,7 +545,9 @@ def fit_and_write_channels(
 
     searches = {}
     if text is not None:
-        text_spec = build_text_channels(fit_on, text.texts, text.tokenizer, out_dir, config.text)
+        text_spec = build_text_channels(
+            fit_on, text.texts, text.tokenizer, out_dir, config.text, text.products
+        )
         searches = offline_text_searches(out_dir, text_spec, text.tokenizer, vocab)
     spec, table, source = fit_channels(
         fit_on, user_vectors, item_matrix(model, vocab), config.i2i_neighbours, text=searches
@@ -583,11 +590,13 @@ def run(
     before anything is written. A log with search queries first gets its text tokenizer, fitted
     on the catalog's item texts and the training queries."""
     dataset = load_training_dataset(events, catalog, val_days, test_days)
-    tokenizer, texts = None, None
+    tokenizer, texts, products = None, None, None
     queries = training_queries(dataset.train)
     if queries:
-        texts = item_texts(read_catalog(catalog), dataset.vocab)
+        frame = read_catalog(catalog)
+        texts = item_texts(frame, dataset.vocab)
         tokenizer = fit_tokenizer(texts, queries)
+        products = product_attributes(frame, catalog.parent, dataset.vocab)
     else:
         config = replace(config, query_pieces=0)  # no queries to read: recorded as such
-    return train(dataset, config, out_dir, progress, tokenizer=tokenizer, texts=texts)
+    return train(dataset, config, out_dir, progress, tokenizer=tokenizer, texts=texts, products=products)

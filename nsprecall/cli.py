@@ -59,11 +59,21 @@ def _data_instacart(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     from model_export.data import DataError
+    from model_export.gram.build import GramConfig
     from model_export.sid.build import SidConfig
     from model_export.text.build import TextConfig
     from model_export.train import NoTrainingData, TrainConfig, run
 
     sid = SidConfig(enabled=not args.no_sid)
+    gram = GramConfig(enabled=not args.no_gram)
+    if args.gram_dpo_steps is not None:
+        if args.gram_dpo_steps < 0:
+            raise SystemExit(f"--gram-dpo-steps must be >= 0, got {args.gram_dpo_steps}")
+        gram.dpo_steps = args.gram_dpo_steps
+    if args.gram_epochs is not None:
+        if args.gram_epochs < 1:
+            raise SystemExit(f"--gram-epochs must be >= 1, got {args.gram_epochs}")
+        gram.sft_epochs = gram.cotrain_epochs = args.gram_epochs
     if args.sid_grpo_steps is not None:
         if args.sid_grpo_steps < 0:
             raise SystemExit(f"--sid-grpo-steps must be >= 0, got {args.sid_grpo_steps}")
@@ -85,7 +95,7 @@ def _train(args: argparse.Namespace) -> None:
         patience=args.patience,
         query_pieces=args.query_pieces,
         model={"dim": args.dim, "dropout": args.dropout},
-        text=TextConfig(sid_config=sid),
+        text=TextConfig(sid_config=sid, gram_config=gram),
     )
     events, catalog = args.data / "events.csv", args.data / "catalog.csv"
     # Both refusals come before the run directory is created.
@@ -312,6 +322,23 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         help="EG-GRPO steps after the sid generator's supervised stages (0: none; default 50)",
+    )
+    p.add_argument(
+        "--no-gram",
+        action="store_true",
+        help="no gram channel (GRAM text-code generative search) for a log with queries",
+    )
+    p.add_argument(
+        "--gram-dpo-steps",
+        type=int,
+        default=None,
+        help="DPO co-alignment steps after the gram generator's co-training (0: none; default 150)",
+    )
+    p.add_argument(
+        "--gram-epochs",
+        type=int,
+        default=None,
+        help="epochs of the gram generator's supervised and co-training passes each (default 6 and 3)",
     )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_train)

@@ -223,7 +223,14 @@ def create_app(
                 batcher.start()
             pipeline = RecallPipeline(
                 session_store,
-                standard_channels(executor, metrics, batcher, settings.sid_max_beam),
+                standard_channels(
+                    executor,
+                    metrics,
+                    batcher,
+                    settings.sid_max_beam,
+                    settings.gram_max_beam,
+                    settings.gram_max_codes,
+                ),
                 metrics,
                 history_limit=settings.store_max_events,
                 channel_timeout_s=settings.channel_timeout_s,

@@ -27,8 +27,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from service.channels import CHANNEL_NAMES
 
 Stage = Literal[
-    "cache_fetch", "session_fetch", "tokens", "encode", "ann", "sid_generate", "sid_lookup", "merge",
-    "postprocess",
+    "cache_fetch", "session_fetch", "tokens", "encode", "ann", "sid_generate", "sid_lookup", "gram_generate",
+    "gram_lookup", "merge", "postprocess",
 ]  # fmt: skip
 FallbackReason = Literal["no_history", "store_unavailable", "channels_failed"]
 FALLBACK_REASONS: tuple[FallbackReason, ...] = ("no_history", "store_unavailable", "channels_failed")
@@ -47,8 +47,8 @@ CACHE_MISSES: tuple[CacheMiss, ...] = (
 RECOMPUTE_OUTCOMES: tuple[RecomputeOutcome, ...] = ("done", "dropped", "superseded", "no_history", "failed")
 CACHE_OPERATIONS: tuple[CacheOperation, ...] = ("get", "put", "invalidate")
 STAGES: tuple[Stage, ...] = (
-    "cache_fetch", "session_fetch", "tokens", "encode", "ann", "sid_generate", "sid_lookup", "merge",
-    "postprocess",
+    "cache_fetch", "session_fetch", "tokens", "encode", "ann", "sid_generate", "sid_lookup", "gram_generate",
+    "gram_lookup", "merge", "postprocess",
 )  # fmt: skip
 # Why a channel was left out of a recall's merge.
 ChannelFailure = Literal["error", "timeout"]

@@ -37,6 +37,7 @@ from service.channels import CHANNEL_NAMES, TEXT_CHANNELS, ChannelName
 from service.channels.base import Channel, RequestContext
 from service.channels.bm25 import Bm25Channel
 from service.channels.dense import DenseChannel
+from service.channels.gram import GramChannel
 from service.channels.history import HistoryChannel
 from service.channels.i2i import I2IChannel
 from service.channels.nsp import NspChannel
@@ -76,10 +77,16 @@ class Merged(NamedTuple):
 
 
 def standard_channels(
-    executor: Executor, metrics: Metrics, batcher: EncodeBatcher | None = None, sid_max_beam: int = 100
+    executor: Executor,
+    metrics: Metrics,
+    batcher: EncodeBatcher | None = None,
+    sid_max_beam: int = 100,
+    gram_max_beam: int = 10,
+    gram_max_codes: int = 10,
 ) -> list[Channel]:
     """Every channel this service runs; a new channel is one more line here (and its name in
-    ``service.channels.CHANNEL_NAMES``). ``sid_max_beam`` bounds the sid channel's beam."""
+    ``service.channels.CHANNEL_NAMES``). ``sid_max_beam`` bounds the sid channel's beam,
+    ``gram_max_beam`` and ``gram_max_codes`` the gram channel's beam and codes."""
     return [
         NspChannel(executor, metrics, batcher),
         HistoryChannel(),
@@ -88,6 +95,7 @@ def standard_channels(
         Bm25Channel(executor),
         DenseChannel(executor),
         SidChannel(executor, metrics, sid_max_beam),
+        GramChannel(executor, metrics, gram_max_beam, gram_max_codes),
     ]
 
 

@@ -120,6 +120,18 @@ class Settings(BaseSettings):
         le=1000,
         description="Largest beam the sid channel searches (it picks one from the bundle's ladder by depth).",
     )
+    gram_max_beam: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description="Largest beam the gram channel searches (the bundle's beam, at most this).",
+    )
+    gram_max_codes: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description="Most text codes the gram channel looks up per request (the bundle's, at most this).",
+    )
     encode_batch_max: int = Field(
         default=1,  # off: on the CPU it did not measure better (docs/architecture.md)
         ge=1,

@@ -15,6 +15,7 @@ from typing import TypeVar
 from index.bm25 import BM25_FILES, Bm25Index
 from index.bundle import BundleError, Manifest, TextSpec
 from index.dense import DENSE_FILES, DenseText
+from index.gram_search import GRAM_FILES, GramSearch
 from index.sid_search import SID_FILES, SidSearch
 from index.tokenizer import TOKENIZER_FILE, TextTokenizer
 
@@ -30,6 +31,7 @@ class TextIndexes:
     bm25: Bm25Index | None = None  # the bm25 channel's index (spec.bm25)
     dense: DenseText | None = None  # the dense channel's encoder and index (spec.dense)
     sid: SidSearch | None = None  # the sid channel's generator, trie and table (spec.sid)
+    gram: GramSearch | None = None  # the gram channel's generator, code index and scorer (spec.gram)
 
 
 def load_text_indexes(directory: Path, manifest: Manifest) -> TextIndexes | None:
@@ -46,7 +48,7 @@ def load_text_indexes(directory: Path, manifest: Manifest) -> TextIndexes | None
     except (OSError, ValueError) as exc:
         raise BundleError(f"{directory}: unreadable {TOKENIZER_FILE}: {exc}") from exc
     n_items = manifest.item_count
-    bm25, dense, sid = None, None, None
+    bm25, dense, sid, gram = None, None, None, None
     if (bm25_params := spec.bm25) is not None:
         bm25 = _load_channel(
             directory, manifest, "bm25", BM25_FILES, "unreadable bm25 index",
@@ -62,7 +64,12 @@ def load_text_indexes(directory: Path, manifest: Manifest) -> TextIndexes | None
             directory, manifest, "sid", SID_FILES, "sid channel refused",
             lambda: SidSearch.load(directory, sid_spec, n_items),
         )  # fmt: skip
-    return TextIndexes(spec, tokenizer, bm25=bm25, dense=dense, sid=sid)
+    if (gram_spec := spec.gram) is not None:
+        gram = _load_channel(
+            directory, manifest, "gram", GRAM_FILES, "gram channel refused",
+            lambda: GramSearch.load(directory, gram_spec, n_items),
+        )  # fmt: skip
+    return TextIndexes(spec, tokenizer, bm25=bm25, dense=dense, sid=sid, gram=gram)
 
 
 def _load_channel(

@@ -76,10 +76,10 @@ def search_trained(search_world: Path, tmp_path_factory: pytest.TempPathFactory)
     """A run trained on the search world: text channels, the query-reading encoder and the
     search merge."""
     run = tmp_path_factory.mktemp("search-run")
-    # A few EG-GRPO steps: enough to run the alignment path, not to move the tiny model.
+    # A few EG-GRPO and DPO steps: enough to run the alignment paths, not to move the tiny models.
     run_cli(
         "train", "--data", str(search_world), "--out", str(run), "--epochs", "2", "--sid-grpo-steps", "5",
-        "--quiet",
+        "--gram-dpo-steps", "5", "--gram-epochs", "1", "--quiet",
     )  # fmt: skip
     return run
 

@@ -1,9 +1,10 @@
 """ONNX export of the SID generator: ``sid_encoder.onnx`` and a one-step ``sid_decoder.onnx``
 (``index.sid_generator`` documents their inputs and outputs), the torch-vs-ONNX Runtime parity
-check, and the probe file the serving side verifies at load.
+check, and the probe file the serving side verifies at load. The steps are
+``model_export.generator_export``'s; this module picks the SID generator's cases.
 
 The decoder takes one prompt's memory (batch 1) for B prefix rows (beams); see
-``index.sid_generator`` for why, and for why there is no self-attention key/value cache.
+``index.generator_runtime`` for why, and for why there is no self-attention key/value cache.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from index.sid_generator import (
     DECODER_INPUTS,
@@ -23,16 +23,24 @@ from index.sid_generator import (
     ENCODER_OUTPUTS,
     SID_DECODER_FILE,
     SID_ENCODER_FILE,
+    SID_FILES,
     SID_PROBE_FILE,
 )
 from index.sid_layout import BOS_TOKEN, LEVELS, PAD_TOKEN
-from model_export.export import ExportMismatch, export_graph, onnx_session
+from model_export.generator_export import (
+    PARITY_ATOL,
+    PROBE_BATCH,
+    check_parity,
+    export_decoder,
+    export_encoder,
+    pad_rows,
+    write_probe,
+)
 from model_export.sid.generator import TEXT_PAD, SidGenerator
 
 log = logging.getLogger(__name__)
 
 PROBE_TEXT_LENGTHS = (1, 4, 16)  # text pieces of the parity cases (capped at max_text_tokens)
-PROBE_BATCH = 3  # rows of the batched parity cases and of the probe's prefixes
 
 
 @dataclass(frozen=True)
@@ -58,24 +66,6 @@ class GeneratorExport:
         return asdict(self)
 
 
-class SidEncoder(nn.Module):
-    def __init__(self, model: SidGenerator) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, text_ids: torch.Tensor, user_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.encode(text_ids, user_tokens)
-
-
-class SidDecoderStep(nn.Module):
-    def __init__(self, model: SidGenerator) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, memory: torch.Tensor, memory_pad: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
-        return self.model.decode(memory, memory_pad, prefix)[:, -1]  # (B, V)
-
-
 def export_generator(
     model: SidGenerator,
     directory: Path,
@@ -96,32 +86,15 @@ def export_generator(
     batch = torch.export.Dim("batch", min=1)
     text_len = torch.export.Dim("text", min=1, max=config.max_text_tokens)
     user_len = torch.export.Dim("user", min=0, max=config.max_user_tokens)
-    example_text, example_user = _batch(text[-1:] * PROBE_BATCH), _batch(user[-1:] * PROBE_BATCH)
-    export_graph(
-        SidEncoder(model),
-        encoder_path,
-        (example_text, example_user),
-        ENCODER_INPUTS,
-        ENCODER_OUTPUTS,
-        {"text_ids": {0: batch, 1: text_len}, "user_tokens": {0: batch, 1: user_len}},
-    )
+    example = {"text_ids": _batch(text[-1:] * PROBE_BATCH), "user_tokens": _batch(user[-1:] * PROBE_BATCH)}
+    dynamic = {"text_ids": {0: batch, 1: text_len}, "user_tokens": {0: batch, 1: user_len}}
+    export_encoder(model, encoder_path, SID_FILES, example, dynamic)
     with torch.no_grad():  # one prompt: the decoder reads one memory for all its rows (beams)
         memory, pad = model.encode(torch.from_numpy(text[-1]), torch.from_numpy(user[-1]))
-    memory_len = torch.export.Dim("memory", min=2)
-    export_graph(
-        SidDecoderStep(model),
-        decoder_path,
-        (memory.numpy(), pad.numpy(), _prefixes(model, PROBE_BATCH, LEVELS)),
-        DECODER_INPUTS,
-        DECODER_OUTPUTS,
-        {
-            "memory": {1: memory_len},
-            "memory_pad": {1: memory_len},
-            "prefix": {0: batch, 1: torch.export.Dim("prefix", min=1, max=LEVELS)},
-        },
-    )
+    export_decoder(model, decoder_path, memory, pad, _prefixes(model, PROBE_BATCH, LEVELS), LEVELS)
     worst = check_generator(model, encoder_path, decoder_path, text, user)
-    _write_probe(model, encoder_path, decoder_path, directory / SID_PROBE_FILE, text[-1], user[-1])
+    probe = {"text_ids": text[-1], "user_tokens": user[-1]}
+    write_probe(SID_FILES, directory, probe, _prefixes(model, PROBE_BATCH, LEVELS))
     return GeneratorExport(
         encoder=SID_ENCODER_FILE,
         decoder=SID_DECODER_FILE,
@@ -140,71 +113,32 @@ def export_generator(
     )
 
 
-@torch.no_grad()
 def check_generator(
     model: SidGenerator,
     encoder_path: Path,
     decoder_path: Path,
     text: list[np.ndarray],
     user: list[np.ndarray],
-    atol: float = 1e-4,
+    atol: float = PARITY_ATOL,
 ) -> float:
     """Max |torch - ORT| over memory and next-token logits (ORT encoder feeding the ORT decoder,
     one prompt's memory at a time) for every text row alone and all of them as one right-padded
     batch, each with every user row (user parts may have width 0), at prefix lengths 1..4.
     Raises ``ExportMismatch`` above ``atol`` naming the file and the shapes."""
-    encoder, decoder = onnx_session(encoder_path), onnx_session(decoder_path)
     batches = [(t, u) for t in text for u in user]
     batches += [(_batch(text), _batch([u] * len(text))) for u in user]
     batches.append((_batch(text), _batch(user[::-1] * len(text))[: len(text)]))  # mixed user parts
-    worst = 0.0
-    for text_ids, user_tokens in batches:
-        expected, expected_pad = model.encode(torch.from_numpy(text_ids), torch.from_numpy(user_tokens))
-        memory, pad = encoder.run(list(ENCODER_OUTPUTS), {"text_ids": text_ids, "user_tokens": user_tokens})
-        where = f"text {text_ids.shape}, user {user_tokens.shape}"
-        worst = max(worst, _diff(expected.numpy(), memory, atol, f"{SID_ENCODER_FILE} at {where}"))
-        if not np.array_equal(pad, expected_pad.numpy()):
-            raise ExportMismatch(f"{SID_ENCODER_FILE} memory_pad differs from torch at {where}")
-        for row in range(len(text_ids)):  # the decoder takes one prompt's memory
-            one, one_pad = expected[row : row + 1], expected_pad[row : row + 1]
-            feed = {"memory": memory[row : row + 1], "memory_pad": pad[row : row + 1]}
-            for rows, length in [(1, 1)] + [(PROBE_BATCH, n) for n in range(1, LEVELS + 1)]:
-                prefix = _prefixes(model, rows, length)
-                want = model.decode(one, one_pad, torch.from_numpy(prefix))[:, -1].numpy()
-                (got,) = decoder.run(list(DECODER_OUTPUTS), {**feed, "prefix": prefix})
-                where_step = f"{SID_DECODER_FILE} at {where}, row {row}, prefix {prefix.shape}"
-                worst = max(worst, _diff(want, got, atol, where_step))
-    log.info("SID generator ONNX agreement: max abs diff %.2e over %d prompt shapes", worst, len(batches))
-    return worst
-
-
-def _diff(expected: np.ndarray, actual: np.ndarray, atol: float, where: str) -> float:
-    if expected.shape != actual.shape:
-        raise ExportMismatch(f"{where}: ONNX shape {actual.shape}, torch {expected.shape}")
-    diff = float(np.abs(expected - actual).max()) if expected.size else 0.0
-    if not diff <= atol:
-        raise ExportMismatch(f"{where}: ONNX output differs from torch by {diff:.2e}")
-    return diff
-
-
-def _write_probe(
-    model: SidGenerator,
-    encoder_path: Path,
-    decoder_path: Path,
-    path: Path,
-    text_ids: np.ndarray,
-    user_tokens: np.ndarray,
-) -> None:
-    """Record ONNX Runtime's memory and next-token logits (``PROBE_BATCH`` prefixes of length 4)
-    for one prompt: the serving side must reproduce both."""
-    (memory, pad) = onnx_session(encoder_path).run(
-        list(ENCODER_OUTPUTS), {"text_ids": text_ids, "user_tokens": user_tokens}
+    feeds = [{"text_ids": t, "user_tokens": u} for t, u in batches]
+    return check_parity(
+        model,
+        SID_FILES,
+        encoder_path,
+        decoder_path,
+        feeds,
+        lambda rows, length: _prefixes(model, rows, length),
+        LEVELS,
+        atol,
     )
-    prefix = _prefixes(model, PROBE_BATCH, LEVELS)
-    feed = {"memory": memory, "memory_pad": pad, "prefix": prefix}
-    (logits,) = onnx_session(decoder_path).run(list(DECODER_OUTPUTS), feed)
-    with path.open("wb") as f:
-        np.savez(f, text_ids=text_ids, user_tokens=user_tokens, memory=memory, prefix=prefix, logits=logits)
 
 
 def _probe_parts(
@@ -228,15 +162,9 @@ def _probe_parts(
 
 
 def _batch(rows: list[np.ndarray]) -> np.ndarray:
-    """Right-pad (1, n_i) rows into one (len(rows), max n) batch; the text pad and ``PAD_TOKEN``
-    are both 0. The first row is left all padding when there are several (an empty query)."""
+    """``pad_rows``: the text pad and ``PAD_TOKEN`` are both 0."""
     assert TEXT_PAD == PAD_TOKEN
-    width = max(r.shape[1] for r in rows)
-    out = np.zeros((len(rows), width), np.int64)
-    for i, row in enumerate(rows):
-        if i or len(rows) == 1:
-            out[i, : row.shape[1]] = row[0]
-    return out
+    return pad_rows(rows, PAD_TOKEN)
 
 
 def _prefixes(model: SidGenerator, rows: int, length: int) -> np.ndarray:

@@ -12,14 +12,12 @@ does not move with the text length. The decoder reads ``[BOS, t1, t2, t3]`` (SID
 same embedding table as the encoder's user part, also tied to the output head) and predicts the
 four level tokens; at position ``l`` the softmax runs over level ``l``'s token range only.
 
-Attention is written out (no ``nn.MultiheadAttention``) so the dynamo ONNX exporter sees plain
-matmul / masked_fill / softmax; masks are bool, True = blocked.
+The blocks (``model_export.transformer``) are shared with the GRAM generator.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -29,6 +27,7 @@ from torch import nn
 
 from index.sid_layout import BOS_TOKEN, LEVELS, PAD_TOKEN, SidLayout
 from model_export.progress import progress_bar
+from model_export.transformer import DecoderBlock, EncoderBlock, causal_mask, init_weights
 
 log = logging.getLogger(__name__)
 
@@ -56,85 +55,6 @@ class GeneratorConfig:
         return asdict(self)
 
 
-class Attention(nn.Module):
-    """Multi-head attention of ``x`` over ``context``; ``blocked`` (bool, True = not attended)
-    broadcasts to (B, T, S) and must leave every row at least one key."""
-
-    def __init__(self, dim: int, heads: int, dropout: float) -> None:
-        super().__init__()
-        if dim % heads:
-            raise ValueError(f"dim {dim} is not a multiple of heads {heads}")
-        self.heads = heads
-        self.query = nn.Linear(dim, dim)
-        self.key_value = nn.Linear(dim, 2 * dim)
-        self.out = nn.Linear(dim, dim)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor, context: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
-        batch, length, dim = x.shape  # (B, T, D)
-        context_batch, size = context.shape[:2]  # B or 1 (one context for all rows), S
-        head = dim // self.heads
-        q = self.query(x).reshape(batch, length, self.heads, head).transpose(1, 2)  # (B, H, T, d)
-        k, v = self.key_value(context).split(dim, dim=-1)  # (Bc, S, D) each
-        k = k.reshape(context_batch, size, self.heads, head).transpose(1, 2)  # (Bc, H, S, d)
-        v = v.reshape(context_batch, size, self.heads, head).transpose(1, 2)  # (Bc, H, S, d)
-        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(head))  # (B, H, T, S)
-        scores = scores.masked_fill(blocked.unsqueeze(1), float("-inf"))
-        weights = self.dropout(torch.softmax(scores, dim=-1))
-        y = (weights @ v).transpose(1, 2).reshape(batch, length, dim)  # (B, T, D)
-        return self.out(y)
-
-
-class MLP(nn.Module):
-    def __init__(self, dim: int, hidden: int, dropout: float) -> None:
-        super().__init__()
-        self.up = nn.Linear(dim, hidden)
-        self.down = nn.Linear(hidden, dim)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.down(F.gelu(self.up(x))))
-
-
-class EncoderBlock(nn.Module):
-    """Pre-norm: x + attn(ln(x)), then x + mlp(ln(x))."""
-
-    def __init__(self, config: GeneratorConfig) -> None:
-        super().__init__()
-        self.ln_attn = nn.LayerNorm(config.dim)
-        self.attn = Attention(config.dim, config.heads, config.dropout)
-        self.ln_mlp = nn.LayerNorm(config.dim)
-        self.mlp = MLP(config.dim, config.ffn, config.dropout)
-        self.dropout = nn.Dropout(config.dropout)
-
-    def forward(self, x: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
-        h = self.ln_attn(x)
-        x = x + self.dropout(self.attn(h, h, blocked))
-        return x + self.mlp(self.ln_mlp(x))
-
-
-class DecoderBlock(nn.Module):
-    """Pre-norm: causal self-attention, cross-attention over the encoder memory, MLP."""
-
-    def __init__(self, config: GeneratorConfig) -> None:
-        super().__init__()
-        self.ln_self = nn.LayerNorm(config.dim)
-        self.self_attn = Attention(config.dim, config.heads, config.dropout)
-        self.ln_cross = nn.LayerNorm(config.dim)
-        self.cross_attn = Attention(config.dim, config.heads, config.dropout)
-        self.ln_mlp = nn.LayerNorm(config.dim)
-        self.mlp = MLP(config.dim, config.ffn, config.dropout)
-        self.dropout = nn.Dropout(config.dropout)
-
-    def forward(
-        self, x: torch.Tensor, memory: torch.Tensor, causal: torch.Tensor, memory_blocked: torch.Tensor
-    ) -> torch.Tensor:
-        h = self.ln_self(x)
-        x = x + self.dropout(self.self_attn(h, h, causal))
-        x = x + self.dropout(self.cross_attn(self.ln_cross(x), memory, memory_blocked))
-        return x + self.mlp(self.ln_mlp(x))
-
-
 class SidGenerator(nn.Module):
     """Text pieces + recent SID tokens → SID level values. ``forward`` is not used: call
     ``encode`` / ``decode`` (what the ONNX files compute) or the policy methods."""
@@ -158,7 +78,7 @@ class SidGenerator(nn.Module):
         self.ln_memory = nn.LayerNorm(dim)
         self.decoder = nn.ModuleList(DecoderBlock(config) for _ in range(config.decoder_layers))
         self.ln_out = nn.LayerNorm(dim)
-        self.apply(_init_weights)
+        self.apply(init_weights)
         nn.init.normal_(self.task, std=0.02)
         with torch.no_grad():
             self.text_embedding.weight[TEXT_PAD].zero_()
@@ -199,7 +119,7 @@ class SidGenerator(nn.Module):
         length = prefix.shape[1]
         positions = torch.arange(length, device=prefix.device)
         x = self.dropout(self.sid_embedding(prefix) + self.decoder_position(positions))  # (B, t, D)
-        causal = torch.ones(length, length, dtype=torch.bool, device=prefix.device).triu(1)[None]  # (1, t, t)
+        causal = causal_mask(length, prefix.device)  # (1, t, t)
         memory_blocked = memory_pad.unsqueeze(1)  # (B, 1, L)
         for block in self.decoder:
             x = block(x, memory, causal, memory_blocked)
@@ -264,15 +184,6 @@ class SidGenerator(nn.Module):
 def _pick(per_level: list[torch.Tensor], sids: torch.Tensor) -> torch.Tensor:
     """(B, 4): each level's log-probability of its value in ``sids`` (B, 4)."""
     return torch.stack([lp.gather(1, sids[:, i : i + 1])[:, 0] for i, lp in enumerate(per_level)], dim=1)
-
-
-def _init_weights(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear):
-        nn.init.normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Embedding):
-        nn.init.normal_(module.weight, std=0.02)
 
 
 @dataclass

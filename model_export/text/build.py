@@ -22,11 +22,13 @@ from index.bundle import Bm25Params, TextSpec
 from index.dense import DenseText
 from index.features import Session
 from index.fusion import Candidates
+from index.gram_search import GRAM_FILES, GramSearch
 from index.sid_search import SID_FILES, SidSearch, recent_engaged
 from index.tokenizer import TOKENIZER_FILE, TextTokenizer
 from index.vocab import Vocabulary
 from model_export.channels import TextSearch
 from model_export.data import Dataset
+from model_export.gram.build import GramConfig, ProductAttributes, build_gram_channel
 from model_export.sid.build import SidConfig, build_sid_channel
 from model_export.text.corpus import query_pairs
 from model_export.text.dense import DENSE_FILES, DenseConfig, train_dense, write_dense
@@ -46,6 +48,7 @@ class TextConfig:
     bm25_b: float = Bm25Params().b
     dense_config: DenseConfig = field(default_factory=DenseConfig)
     sid_config: SidConfig = field(default_factory=SidConfig)  # the sid channel, built on dense
+    gram_config: GramConfig = field(default_factory=GramConfig)  # the gram channel, filtered by dense
 
     @property
     def bm25_params(self) -> Bm25Params:
@@ -58,12 +61,14 @@ def build_text_channels(
     tokenizer: TextTokenizer,
     out_dir: Path,
     config: TextConfig,
+    products: ProductAttributes | None = None,
 ) -> TextSpec:
     """Write the text indexes and ``text.json`` into ``out_dir`` (``train`` writes the tokenizer
     beside them); returns the spec.
 
     ``texts`` holds one text per vocabulary label. The dense channel is left out when the
-    training period has no query → click pairs to learn from.
+    training period has no query → click pairs to learn from; the gram channel also without
+    ``products`` (the catalog's titles and attributes).
     """
     spec = TextSpec(max_query_tokens=config.dense_config.max_query_tokens)
     if config.bm25:
@@ -82,6 +87,10 @@ def build_text_channels(
         spec.dense = write_dense(out_dir, model, texts, tokenizer, config.dense_config)
         if config.sid_config.enabled:
             spec.sid = build_sid_channel(dataset, texts, tokenizer, model, out_dir, config.sid_config)
+        if config.gram_config.enabled and products is not None:
+            spec.gram = build_gram_channel(
+                dataset, texts, tokenizer, model, products, out_dir, config.gram_config
+            )
     elif config.dense:
         log.warning("no query → click pairs in the training period: no dense text channel")
     (out_dir / TEXT_SPEC_FILE).write_text(spec.model_dump_json(indent=2))
@@ -97,6 +106,8 @@ def text_files(spec: TextSpec) -> list[str]:
         files += DENSE_FILES
     if spec.sid is not None:
         files += SID_FILES
+    if spec.gram is not None:
+        files += GRAM_FILES
     return files
 
 
@@ -137,4 +148,11 @@ def offline_text_searches(
             )
 
         searches["sid"] = sid_search
+    if spec.gram is not None:
+        gram = GramSearch.load(run_dir, spec.gram, vocab.n_items)
+
+        def gram_search(query: str, _: Sequence[Session], depth: int, excluded: np.ndarray) -> Candidates:
+            return gram.search(query, tokenizer, depth, excluded, gram.spec.beam, gram.spec.max_codes)
+
+        searches["gram"] = gram_search
     return searches
