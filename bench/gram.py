@@ -78,21 +78,20 @@ from index.tokenizer import TOKENIZER_FILE, TextTokenizer  # noqa: E402
 from model_export.channels import pad_rows  # noqa: E402
 from model_export.data import Dataset, EvalCase, load_dataset, read_catalog  # noqa: E402
 from model_export.gram.build import (  # noqa: E402
-    GramConfig,
     GramModels,
-    GramTraining,
-    ProductAttributes,
     align,
-    cotrain,
     finish,
     prepare_gram,
-    product_attributes,
     sft_generator,
     write_gram,
 )
+from model_export.gram.config import GramConfig  # noqa: E402
+from model_export.gram.cotrain import cotrain  # noqa: E402
+from model_export.gram.extract import extract  # noqa: E402
 from model_export.gram.generator import GramGenerator  # noqa: E402
 from model_export.gram.lexicon import Lexicon  # noqa: E402
-from model_export.gram.tagger import AttributeTagger, extract  # noqa: E402
+from model_export.gram.tagger import AttributeTagger  # noqa: E402
+from model_export.gram.targets import GramTraining, ProductAttributes, product_attributes  # noqa: E402
 from model_export.metrics import hit_metrics  # noqa: E402
 from model_export.ranking import case_targets  # noqa: E402
 from model_export.search_truth import relevant_items  # noqa: E402

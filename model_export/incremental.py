@@ -35,7 +35,7 @@ import torch
 from index import bundle
 from index.vocab import ITEM_OFFSET, Vocabulary
 from model_export.data import Dataset, load_dataset, read_catalog
-from model_export.gram.build import product_attributes
+from model_export.gram.targets import product_attributes
 from model_export.model import NSPModel
 from model_export.publish import QualityGate, QualityGateError, load_run, load_run_tokenizer, publish
 from model_export.text.corpus import item_texts

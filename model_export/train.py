@@ -34,7 +34,8 @@ from model_export.batches import Batch, TargetSet, make_ar_batch, make_nsp_batch
 from model_export.channel_fit import DEFAULT_NEIGHBOURS, channel_rankers, fit_channels
 from model_export.data import DAY, Dataset, EvalCase, load_training_dataset, read_catalog
 from model_export.evaluate import item_matrix, model_ranker, user_matrix
-from model_export.gram.build import GramConfig, ProductAttributes, product_attributes
+from model_export.gram.config import GramConfig
+from model_export.gram.targets import ProductAttributes, product_attributes
 from model_export.losses import CountReduce, LogExpectedCount, LossKind, target_loss
 from model_export.model import NSPConfig, NSPModel
 from model_export.negatives import NegativeSampler, SamplerKind

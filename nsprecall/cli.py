@@ -59,7 +59,7 @@ def _data_instacart(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     from model_export.data import DataError
-    from model_export.gram.build import GramConfig
+    from model_export.gram.config import GramConfig
     from model_export.sid.build import SidConfig
     from model_export.text.build import TextConfig
     from model_export.train import NoTrainingData, TrainConfig, run

@@ -151,7 +151,9 @@ def _unlist(*names: str) -> Callable[[Path], None]:
 
 
 FAULTS = [
-    Fault("truncated code index", r"checksum mismatch for gram_index\.npz", damage=_truncate(GRAM_INDEX_FILE)),
+    Fault(
+        "truncated code index", r"checksum mismatch for gram_index\.npz", damage=_truncate(GRAM_INDEX_FILE)
+    ),
     Fault(
         "code index out of order, checksum of the bad file",
         r"gram channel refused: gram_index\.npz: ",

@@ -11,6 +11,7 @@ from model_export.gram.codes import (
     click_link_targets,
     granularity,
     product_codes,
+    query_backoffs,
     query_code,
 )
 from model_export.gram.lexicon import CODE_TYPES
@@ -47,22 +48,36 @@ def test_query_code_lists_attributes_in_code_order_without_marketing_and_at_most
     assert query_code({"colour": ""}) is None
 
 
-def test_product_codes_are_the_ladder_of_prefixes_coarse_to_fine() -> None:
-    ladder = product_codes(KETTLE)
-    assert ladder == [
-        (("product_type", "kettle"),),
-        (("product_type", "kettle"), ("brand", "Torzu")),
-        (("product_type", "kettle"), ("brand", "Torzu"), ("colour", "white")),
+def test_product_codes_are_the_head_with_one_and_two_attributes_then_all() -> None:
+    codes = product_codes(KETTLE)
+    kettle = ("product_type", "kettle")
+    assert codes == [
+        (kettle,),
+        (kettle, ("brand", "Torzu")),
+        (kettle, ("colour", "white")),
+        (kettle, ("brand", "Torzu"), ("colour", "white")),
     ]
-    assert [granularity(c) for c in ladder] == ["coarse", "coarse", "medium"]
+    assert [granularity(c) for c in codes] == ["coarse", "coarse", "coarse", "medium"]
     full = product_codes(HOODIE)
-    assert [len(c) for c in full] == [1, 2, 3, 4, 5, 6]
+    rest = 8  # the hoodie's code attributes besides its type (marketing is not one)
+    assert len(full[0]) == 1 and all(c[0] == full[0][0] for c in full)
+    assert len(full[-1]) == MAX_CODE_ATTRIBUTES and granularity(full[-1]) == "fine"
+    assert len(full) == 1 + rest + rest * (rest - 1) // 2 + 1
     assert all(a != "marketing" for code in full for a, _ in code)
     assert product_codes({}) == []
     # A product without a product type still gets codes, from the attributes it has.
     assert product_codes({"colour": "red", "brand": "Ixka"}) == [
         (("brand", "Ixka"),), (("brand", "Ixka"), ("colour", "red")),
     ]  # fmt: skip
+
+
+def test_a_query_backs_off_to_its_head_alone_and_with_each_attribute() -> None:
+    code = query_code({"product_type": "hoodie", "colour": "navy", "audience": "men"})
+    assert code is not None
+    hoodie = ("product_type", "hoodie")
+    assert query_backoffs(code) == [(hoodie,), (hoodie, ("audience", "men")), (hoodie, ("colour", "navy"))]
+    assert query_backoffs((hoodie, ("colour", "navy"))) == [(hoodie,)]
+    assert query_backoffs((hoodie,)) == []
 
 
 def test_codes_encode_with_the_bundle_vocabulary_in_their_own_order() -> None:
@@ -93,14 +108,16 @@ def test_click_link_targets_share_codes_both_ways() -> None:
     kettle, torzu_kettle = (("product_type", "kettle"),), (("product_type", "kettle"), ("brand", "Torzu"))
     hoodie, navy_hoodie = (("product_type", "hoodie"),), (("product_type", "hoodie"), ("colour", "navy"))
     mug = (("product_type", "mug"),)
+    # A query takes its own code, its backoffs, and those codes of its clicked items that ask
+    # for nothing it did not ("kettle" does not learn the Torzu code or the hoodie's colour).
     assert by_query == {
         "torzu kettle": {torzu_kettle, kettle},
-        "kettle": {kettle, torzu_kettle, hoodie, navy_hoodie},
-        "gift": {hoodie, navy_hoodie},
+        "kettle": {kettle, hoodie},
+        "gift": {hoodie},
         "unclicked mug": {mug},
     }
     assert by_item == {
-        0: {kettle, torzu_kettle},  # the product ladder already holds both queries' codes
+        0: {kettle, torzu_kettle},  # the product's codes already hold both queries' codes
         1: {hoodie, navy_hoodie, kettle},  # "kettle" clicked a hoodie: its code goes there too
         2: {mug},
     }

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+from model_export.gram.extract import extract
 from model_export.gram.lexicon import (
     LEXICON_FILE,
     Lexicon,
@@ -25,7 +26,6 @@ from model_export.gram.tagger import (
     AttributeTagger,
     TaggerConfig,
     bio_labels,
-    extract,
     query_spans,
     tag,
     tagger_accuracy,

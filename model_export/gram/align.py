@@ -33,8 +33,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from index.gram_trie import CodeTable, CodeTrie
 from index.gram_vocab import PAD
+from index.tokenizer import TextTokenizer
+from model_export.gram.coder import Coder
+from model_export.gram.config import GramConfig
 from model_export.gram.generator import PRODUCT_TASK, QUERY_TASK, GramGenerator, check_code_rows
+from model_export.gram.targets import CodeData
 from model_export.progress import progress_bar
 
 log = logging.getLogger(__name__)
@@ -223,3 +228,48 @@ def _order(rows: int, batch_size: int, steps: int, generator: torch.Generator) -
     passes = math.ceil(steps * size / rows)
     order = torch.cat([torch.randperm(rows, generator=generator) for _ in range(passes)])
     return list(order[: steps * size].split(size))
+
+
+def preference_pairs(
+    model: GramGenerator,
+    data: CodeData,
+    texts: Sequence[str],
+    tokenizer: TextTokenizer,
+    universe: CodeTable,
+    config: GramConfig,
+) -> PreferencePairs:
+    """For each clicked (query, product): chosen = codes both sides generate (top ``beam``),
+    rejected = codes only one side does; up to ``dpo_pairs_per_click`` (chosen, rejected) pairs."""
+    coder = Coder(model, CodeTrie.build(universe))
+    queries = sorted({q for q, _ in data.clicks})
+    labels = sorted({t for _, t in data.clicks})
+    q_ids = tokenizer.ids(queries, config.max_query_tokens)
+    t_ids = tokenizer.ids([texts[t] for t in labels], config.max_item_tokens)
+    q_rows, _, _ = coder.codes(
+        q_ids, QUERY_TASK, config.beam, config.max_codes, config.progress, "gram dpo queries"
+    )
+    t_rows, _, _ = coder.codes(
+        t_ids, PRODUCT_TASK, config.beam, config.max_codes, config.progress, "gram dpo products"
+    )
+    q_at = {q: n for n, q in enumerate(queries)}
+    t_at = {t: n for n, t in enumerate(labels)}
+    rng = np.random.default_rng(config.seed)
+    rows_q, rows_t, chosen, rejected = [], [], [], []
+    for query, label in data.clicks:
+        side_q = {int(r) for r in q_rows[q_at[query]] if r >= 0}
+        side_t = {int(r) for r in t_rows[t_at[label]] if r >= 0}
+        agreed = sorted(side_q & side_t)
+        other = sorted(side_q ^ side_t)
+        if not agreed or not other:
+            continue
+        for _ in range(config.dpo_pairs_per_click):
+            rows_q.append(q_at[query])
+            rows_t.append(t_at[label])
+            chosen.append(agreed[int(rng.integers(len(agreed)))])
+            rejected.append(other[int(rng.integers(len(other)))])
+    return PreferencePairs(
+        query_ids=q_ids[np.asarray(rows_q, np.int64)].reshape(-1, q_ids.shape[1]),
+        product_ids=t_ids[np.asarray(rows_t, np.int64)].reshape(-1, t_ids.shape[1]),
+        chosen=universe.codes[np.asarray(chosen, np.int64)].reshape(-1, 7),
+        rejected=universe.codes[np.asarray(rejected, np.int64)].reshape(-1, 7),
+    )

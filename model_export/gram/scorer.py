@@ -12,12 +12,20 @@ nine numbers, so a batch of every triple is cheap and the fit is deterministic.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from index.gram_score import GRANULARITIES, ScoreFeatures, ScoreWeights
+from index.gram_index import CodeIndex
+from index.gram_score import GRANULARITIES, ScoreFeatures, ScoreWeights, score_features
+from index.gram_trie import CodeTrie
+from index.tokenizer import TextTokenizer
+from model_export.gram.coder import Coder
+from model_export.gram.config import GramConfig
+from model_export.gram.generator import QUERY_TASK, GramGenerator
+from model_export.gram.targets import CodeData
 
 log = logging.getLogger(__name__)
 
@@ -127,3 +135,70 @@ def _pair_scores(
     )  # (E,)
     best = torch.full((n,), -torch.inf, dtype=score.dtype)
     return best.scatter_reduce(0, triple, score, reduce="amax", include_self=True)
+
+
+def _candidate_features(
+    index: CodeIndex, rows: np.ndarray, query_logp: np.ndarray
+) -> tuple[ScoreFeatures, np.ndarray]:
+    """Features of every (code, item) posting the query's codes reach, and the items."""
+    rows = rows[rows >= 0]
+    position, labels, product_logp = index.postings(rows)
+    codes = index.table.codes[rows[position]]
+    return score_features(codes, query_logp[position], product_logp), labels
+
+
+def fit_scorer(
+    model: GramGenerator, data: CodeData, index: CodeIndex, tokenizer: TextTokenizer, config: GramConfig
+) -> ScoreWeights:
+    """Granularity weights by the pairwise margin loss on training clicks: for a clicked query,
+    a clicked item its codes retrieve is a positive, another retrieved item a negative; each
+    side of a triple scores its best code, as serving does."""
+    clicked: dict[str, set[int]] = {}
+    for query, label in data.clicks:
+        clicked.setdefault(query, set()).add(label)
+    rng = np.random.default_rng(config.seed)
+    queries = sorted(clicked)
+    if len(queries) > config.score_queries:
+        queries = sorted(rng.choice(queries, config.score_queries, replace=False).tolist())
+    if not queries or not index.n_codes:
+        return ScoreWeights()
+    rows, logps, _ = Coder(model, CodeTrie.build(index.table)).codes(
+        tokenizer.ids(queries, config.max_query_tokens), QUERY_TASK, config.beam, config.max_codes
+    )
+    sides: tuple[list[ScoreFeatures], list[ScoreFeatures]] = ([], [])
+    triples: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
+    n = 0
+    for at, query in enumerate(queries):
+        valid = rows[at] >= 0
+        features, labels = _candidate_features(index, rows[at][valid], logps[at][valid])
+        is_pos = np.isin(labels, np.fromiter(clicked[query], np.int64))
+        positives = np.unique(labels[is_pos])
+        negatives = np.unique(labels[~is_pos])
+        if not len(positives) or not len(negatives):
+            continue
+        for label in positives.tolist():
+            other = int(negatives[int(rng.integers(len(negatives)))])
+            for side, chosen in ((0, label), (1, other)):
+                take = np.flatnonzero(labels == chosen)
+                sides[side].append(_take(features, take))
+                triples[side].append(np.full(len(take), n, np.int64))
+            n += 1
+    if not n:
+        log.warning("gram scorer: no clicked item among the retrieved ones; the unfitted weights")
+        return ScoreWeights()
+    return fit_weights(
+        _concat(sides[0]), _concat(sides[1]), ScorerConfig(margin=config.margin),
+        positive_triple=np.concatenate(triples[0]), negative_triple=np.concatenate(triples[1]),
+    )  # fmt: skip
+
+
+def _take(features: ScoreFeatures, rows: np.ndarray) -> ScoreFeatures:
+    return ScoreFeatures(features.granularity[rows], features.query_logprob[rows], features.divergence[rows])
+
+
+def _concat(parts: Sequence[ScoreFeatures]) -> ScoreFeatures:
+    return ScoreFeatures(
+        np.concatenate([p.granularity for p in parts]),
+        np.concatenate([p.query_logprob for p in parts]),
+        np.concatenate([p.divergence for p in parts]),
+    )

@@ -28,7 +28,9 @@ from index.tokenizer import TOKENIZER_FILE, TextTokenizer
 from index.vocab import Vocabulary
 from model_export.channels import TextSearch
 from model_export.data import Dataset
-from model_export.gram.build import GramConfig, ProductAttributes, build_gram_channel
+from model_export.gram.build import build_gram_channel
+from model_export.gram.config import GramConfig
+from model_export.gram.targets import ProductAttributes
 from model_export.sid.build import SidConfig, build_sid_channel
 from model_export.text.corpus import query_pairs
 from model_export.text.dense import DENSE_FILES, DenseConfig, train_dense, write_dense
