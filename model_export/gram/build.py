@@ -53,6 +53,7 @@ from model_export.gram.targets import (
     extract_codes,
     generator_config,
     target_examples,
+    value_pieces,
 )
 from model_export.text.dense import TwoTower
 
@@ -109,7 +110,9 @@ def sft_generator(run: GramTraining) -> tuple[GramGenerator, dict[str, float]]:
     """A generator from scratch, trained on ``L_q + λ·L_t`` over the click-link targets."""
     config = run.config
     torch.manual_seed(config.seed)
-    model = GramGenerator(generator_config(config, run.tokenizer, run.vocab))
+    model = GramGenerator(
+        generator_config(config, run.tokenizer, run.vocab), value_pieces(run.tokenizer, run.vocab)
+    )
     sft = SftConfig(
         epochs=config.sft_epochs, batch_size=config.batch_size, lr=config.lr, lam=config.lam,
         seed=config.seed, progress=config.progress,

@@ -8,9 +8,7 @@ import torch
 
 from index.gram_trie import CodeTable, CodeTrie, Step, beam_search
 from index.gram_vocab import Code, CodeVocab
-from model_export.gram.generator import (
-    GramGenerator,
-)
+from model_export.gram.generator import GramGenerator, trim_padding
 from model_export.progress import progress_bar
 
 
@@ -40,7 +38,7 @@ class Coder:
         for start in progress_bar(starts, progress, desc=desc, leave=False):
             ids = torch.from_numpy(np.ascontiguousarray(text_ids[start : start + self.chunk], dtype=np.int64))
             tasks = torch.full((len(ids),), task, dtype=torch.int64)
-            memory, pad = self.model.encode(ids, tasks)
+            memory, pad = self.model.encode(trim_padding(ids), tasks)
 
             step = _torch_step(self.model, memory, pad)
             r, lp, s = beam_search(self.trie, step, beam, max_codes, prompts=len(ids))

@@ -58,6 +58,7 @@ class GramGeneratorConfig:
     ffn: int = 256  # hidden width of each block's MLP
     dropout: float = 0.1  # on embeddings, attention weights and block outputs (training only)
     max_text_tokens: int = 48  # text position table size: a product text's pieces (queries are shorter)
+    value_pieces: int = 0  # text pieces kept per value token (0: value tokens have no text part)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -65,9 +66,18 @@ class GramGeneratorConfig:
 
 class GramGenerator(nn.Module):
     """Text pieces + a task → code tokens. ``forward`` is not used: call ``encode`` / ``decode``
-    (what the ONNX files compute) or ``token_logprobs`` / ``sequence_logprob``."""
+    (what the ONNX files compute) or ``token_logprobs`` / ``sequence_logprob``.
 
-    def __init__(self, config: GramGeneratorConfig) -> None:
+    A value token's embedding (input and tied output head alike) is its own learned row plus the
+    mean of the shared text embeddings of its value's pieces (``value_pieces``: (V, P) piece
+    ids, 0-padded; rows of reserved tokens all 0). Codes are text in the paper (an LLM writes
+    them with its word pieces); here a rare value ("fire pit", seen on a dozen items) starts
+    next to the words that name it, so the model can copy it from a title or a query it has
+    not been trained on, instead of learning 2,000 atomic tokens from scratch."""
+
+    value_pieces: torch.Tensor  # (V, P) int64 text pieces of each value token (a buffer)
+
+    def __init__(self, config: GramGeneratorConfig, value_pieces: np.ndarray | None = None) -> None:
         super().__init__()
         if config.code_vocab <= RESERVED:
             raise ValueError(f"code vocabulary of {config.code_vocab} tokens has no values")
@@ -75,6 +85,15 @@ class GramGenerator(nn.Module):
         dim = config.dim
         self.text_embedding = nn.Embedding(config.text_vocab, dim, padding_idx=TEXT_PAD)
         self.code_embedding = nn.Embedding(config.code_vocab, dim, padding_idx=PAD)
+        pieces = torch.zeros(config.code_vocab, max(1, config.value_pieces), dtype=torch.int64)
+        if value_pieces is not None:
+            if value_pieces.shape != (config.code_vocab, config.value_pieces):
+                raise ValueError(
+                    f"value pieces of shape {value_pieces.shape}, the config says "
+                    f"{(config.code_vocab, config.value_pieces)}"
+                )
+            pieces[:, : config.value_pieces] = torch.from_numpy(value_pieces.astype(np.int64))
+        self.register_buffer("value_pieces", pieces)
         self.task_embedding = nn.Embedding(len(TASKS), dim)  # position 0 of every encoder row
         self.text_position = nn.Embedding(config.max_text_tokens, dim)
         self.decoder_position = nn.Embedding(MAX_CODE_TOKENS, dim)  # BOS + 6 values read; 7 predicted
@@ -103,25 +122,35 @@ class GramGenerator(nn.Module):
             x = block(x, blocked)
         return self.ln_memory(x), pad
 
+    def code_table(self) -> torch.Tensor:
+        """(V, D) each code token's embedding: its own row + the mean of its value's pieces."""
+        mask = (self.value_pieces != TEXT_PAD).unsqueeze(-1).to(self.code_embedding.weight.dtype)  # (V, P, 1)
+        text = (self.text_embedding(self.value_pieces) * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (V, D)
+        return self.code_embedding.weight + text
+
     def decode(self, memory: torch.Tensor, memory_pad: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
         """memory (B, L, D), memory_pad (B, L) bool (or batch 1: one prompt's memory shared by all
         B rows), prefix (B, t) int64 code tokens starting with BOS, t <= 7 → logits (B, t, V)
         over the whole code vocabulary (position i predicts token i+1 of the code)."""
         length = prefix.shape[1]
         positions = torch.arange(length, device=prefix.device)
-        x = self.dropout(self.code_embedding(prefix) + self.decoder_position(positions))  # (B, t, D)
+        table = self.code_table()  # (V, D)
+        x = self.dropout(F.embedding(prefix, table) + self.decoder_position(positions))  # (B, t, D)
         causal = causal_mask(length, prefix.device)  # (1, t, t)
         memory_blocked = memory_pad.unsqueeze(1)  # (B, 1, L)
         for block in self.decoder:
             x = block(x, memory, causal, memory_blocked)
-        return self.ln_out(x) @ self.code_embedding.weight.T  # (B, t, V), head tied to the code table
+        return self.ln_out(x) @ table.T  # (B, t, V), head tied to the code table
 
     def teacher_forced_logits(
         self, text_ids: torch.Tensor, task: torch.Tensor, codes: torch.Tensor
     ) -> torch.Tensor:
         """(B, 7, V) logits at each target position of ``codes`` (B, 7) (values, EOS, PAD),
         the decoder reading BOS and the true tokens before it."""
-        memory, pad = self.encode(text_ids, task)
+        # Each distinct (task, text) row is encoded once: a batch may hold many codes of one text.
+        keys, inverse = torch.unique(torch.cat([task[:, None], text_ids], dim=1), dim=0, return_inverse=True)
+        memory, pad = self.encode(trim_padding(keys[:, 1:]), keys[:, 0])
+        memory, pad = memory[inverse], pad[inverse]
         bos = torch.full_like(codes[:, :1], BOS)
         return self.decode(memory, pad, torch.cat([bos, codes[:, :-1]], dim=1))
 
@@ -202,6 +231,10 @@ class SftConfig:
     lam: float = 1.0  # λ of L_q + λ·L_t
     seed: int = 0  # dropout and batch order; the same seed and model give the same result
     progress: bool = True  # a progress bar per epoch (drawn only when stderr is a terminal)
+    # Batches of consecutive rows, in shuffled order, for the side that sets the epoch's
+    # length: rows of one text sit together (a product's codes), so a batch encodes a few
+    # texts once each instead of one per row (the encoder is most of a step's work).
+    grouped: bool = False
 
 
 def train_sft(
@@ -210,7 +243,7 @@ def train_sft(
     """Teacher-forced SFT with Adam, continuing from ``model``'s weights. Each step takes one
     query batch and one product batch and minimises ``L_q + lam * L_t``, each the token
     cross-entropy mean over its batch's non-PAD targets; an epoch is as many steps as the larger
-    side needs, the smaller side cycling through fresh permutations; an empty side contributes 0.
+    side needs, the smaller side seen once in as many smaller batches; an empty side contributes 0.
     Returns the last epoch's ``loss``, ``query_loss``, ``product_loss``, ``query_accuracy`` and
     ``product_accuracy`` (teacher-forced argmax == target over non-PAD targets; NaN for an empty
     side) and the first epoch's ``first_loss``. Raises ``ValueError`` when both sides are empty
@@ -229,7 +262,9 @@ def train_sft(
     first_loss = float("nan")
     for epoch in range(config.epochs):
         model.train()
-        orders = [_batches(len(side[0]), config.batch_size, steps, generator) for side in sides]
+        orders = [
+            _batches(len(side[0]), config.batch_size, steps, generator, config.grouped) for side in sides
+        ]
         total = 0.0
         side_loss, side_hits, side_tokens = [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]
         bar = progress_bar(
@@ -238,7 +273,7 @@ def train_sft(
         for step in bar:
             loss = torch.zeros(())
             for n, (side, order, weight) in enumerate(zip(sides, orders, weights, strict=True)):
-                if order is None:
+                if order is None or not len(order[step]):
                     continue
                 batch = order[step]
                 text, task, codes = (t[batch] for t in side)
@@ -289,16 +324,28 @@ def _tensors(examples: CodeExamples) -> tuple[torch.Tensor, torch.Tensor, torch.
     )
 
 
-def _batches(rows: int, batch_size: int, steps: int, generator: torch.Generator) -> list[torch.Tensor] | None:
+def _batches(
+    rows: int, batch_size: int, steps: int, generator: torch.Generator, grouped: bool = False
+) -> list[torch.Tensor] | None:
     """``steps`` index batches of up to ``batch_size`` over ``rows`` rows: one permutation for
-    the side that sets the epoch's length (its last batch may be short), permutations one after
-    another for a smaller side, so each of its rows is seen once before any is seen twice; None
-    for no rows."""
+    the side that sets the epoch's length (its last batch may be short; ``grouped``: its
+    consecutive blocks in a random order), one permutation cut into ``steps`` parts for a smaller
+    side; None for no rows."""
     if rows == 0:
         return None
     size = min(batch_size, rows)
     if math.ceil(rows / size) >= steps:
+        if grouped:
+            blocks = torch.arange(rows).split(size)
+            return [blocks[int(i)] for i in torch.randperm(len(blocks), generator=generator)]
         return list(torch.randperm(rows, generator=generator).split(size))
-    passes = math.ceil(steps * size / rows)
-    order = torch.cat([torch.randperm(rows, generator=generator) for _ in range(passes)])
-    return list(order[: steps * size].split(size))
+    # The smaller side: one pass per epoch too, in ``steps`` smaller batches (some empty when it
+    # has fewer rows than steps), so neither side is trained many times over per epoch.
+    return list(torch.randperm(rows, generator=generator).tensor_split(steps))
+
+
+def trim_padding(text_ids: torch.Tensor) -> torch.Tensor:
+    """``text_ids`` (B, L) right-padded without the columns every row pads (at least one kept):
+    the same outputs, since padded keys are masked, for less work on short texts."""
+    width = max(1, int((text_ids != TEXT_PAD).sum(1).max())) if len(text_ids) else 1
+    return text_ids[:, :width]

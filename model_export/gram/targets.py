@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from index.gram_trie import CodeTable
-from index.gram_vocab import Code, CodeVocab
+from index.gram_vocab import RESERVED, Code, CodeVocab
 from index.tokenizer import TextTokenizer
 from index.vocab import Vocabulary
 from model_export.data import Dataset
@@ -39,6 +39,8 @@ from model_export.text.corpus import query_pairs
 from model_export.text.dense import TwoTower
 
 log = logging.getLogger(__name__)
+
+VALUE_PIECES = 4  # pieces of a value the code embedding reads ("stainless steel", "t-shirt")
 
 
 @dataclass(frozen=True)
@@ -100,8 +102,15 @@ def extract_codes(dataset: Dataset, products: ProductAttributes, config: GramCon
     # The catalog's own columns are the truth where present; the tagger fills the rest (series).
     attrs = [{**tagged, **own} for tagged, own in zip(tagged_titles, products.attributes, strict=True)]
     query_targets, item_targets = click_link_targets(query_attrs, attrs, clicks)
-    for label in trained:  # the active catalog: every training item has its own codes
-        item_targets.setdefault(int(label), set()).update(product_codes(attrs[int(label)]))
+    rng = np.random.default_rng(config.seed)
+    for label, targets in item_targets.items():
+        own = product_codes(attrs[label])
+        if len(own) > config.own_codes:
+            # Its type alone and all of it, and a sample of the shapes between: the generator
+            # learns which shapes a product answers from many products, not all from each.
+            middle = own[1:-1]
+            keep = rng.choice(len(middle), config.own_codes - 2, replace=False)
+            item_targets[label] = (targets - set(own)) | {own[0], own[-1], *(middle[k] for k in keep)}
     return CodeData(query_attrs, attrs, query_targets, item_targets, clicks, accuracy, tagger)
 
 
@@ -110,9 +119,21 @@ def generator_config(config: GramConfig, tokenizer: TextTokenizer, vocab: CodeVo
         text_vocab=tokenizer.vocab_size,
         code_vocab=vocab.size,
         dim=config.dim,
+        ffn=2 * config.dim,
         layers=config.layers,
         max_text_tokens=max(config.max_item_tokens, config.max_query_tokens),
+        value_pieces=VALUE_PIECES,
     )
+
+
+def value_pieces(tokenizer: TextTokenizer, vocab: CodeVocab) -> np.ndarray:
+    """(V, VALUE_PIECES) the shared tokenizer's pieces of each value token's value (0 for the
+    reserved tokens): the text part of the generator's code embeddings."""
+    values = [vocab.pair_of(token)[1] for token in range(RESERVED, vocab.size)]
+    out = np.zeros((vocab.size, VALUE_PIECES), dtype=np.int64)
+    if values:
+        out[RESERVED:] = tokenizer.ids(values, VALUE_PIECES)
+    return out
 
 
 def examples(
