@@ -59,6 +59,29 @@ TESTS = Path(__file__).resolve().parent
 N_ITEMS, DIM = 200, 8
 
 
+def rewrite_npz(name: str, change: Callable[[dict[str, np.ndarray]], None]) -> Callable[[Path], None]:
+    """A ``staged`` fault: the arrays of the bundle's ``name`` changed in place by ``change``."""
+
+    def stage(directory: Path) -> None:
+        with np.load(directory / name, allow_pickle=False) as data:
+            arrays = {key: data[key].copy() for key in data.files}
+        change(arrays)
+        with (directory / name).open("wb") as f:
+            np.savez(f, **arrays)
+
+    return stage
+
+
+def unlist(*names: str) -> Callable[[Path], None]:
+    """A ``staged`` fault: ``names`` left out of the bundle (and so out of its manifest)."""
+
+    def stage(directory: Path) -> None:
+        for name in names:
+            (directory / name).unlink()
+
+    return stage
+
+
 def _truncate(name: str) -> Callable[[Path], None]:
     def damage(directory: Path) -> None:
         path = directory / name

@@ -7,13 +7,12 @@ one stays."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fakes import history, recall, serving
-from test_bundle_faults import Fault, _truncate, refused_while_the_served_one_stays
+from test_bundle_faults import Fault, _truncate, refused_while_the_served_one_stays, rewrite_npz, unlist
 
 from index.bundle import read_manifest
 from index.gram_generator import GRAM_DECODER_FILE, GRAM_PROBE_FILE
@@ -111,17 +110,6 @@ async def test_a_search_request_gets_gram_candidates_and_a_plain_one_none(
 # --- refusals -------------------------------------------------------------------------------------
 
 
-def _rewrite(name: str, change: Callable[[dict[str, np.ndarray]], None]) -> Callable[[Path], None]:
-    def stage(directory: Path) -> None:
-        with np.load(directory / name, allow_pickle=False) as data:
-            arrays = {key: data[key].copy() for key in data.files}
-        change(arrays)
-        with (directory / name).open("wb") as f:
-            np.savez(f, **arrays)
-
-    return stage
-
-
 def _swap_two_codes(arrays: dict[str, np.ndarray]) -> None:
     arrays["codes"][[0, 1]] = arrays["codes"][[1, 0]]
 
@@ -142,14 +130,6 @@ def _drop_a_token(directory: Path) -> None:
     path.write_text(text[:start] + text[end + 1 :])
 
 
-def _unlist(*names: str) -> Callable[[Path], None]:
-    def stage(directory: Path) -> None:
-        for name in names:
-            (directory / name).unlink()
-
-    return stage
-
-
 FAULTS = [
     Fault(
         "truncated code index", r"checksum mismatch for gram_index\.npz", damage=_truncate(GRAM_INDEX_FILE)
@@ -157,12 +137,12 @@ FAULTS = [
     Fault(
         "code index out of order, checksum of the bad file",
         r"gram channel refused: gram_index\.npz: ",
-        staged=_rewrite(GRAM_INDEX_FILE, _swap_two_codes),
+        staged=rewrite_npz(GRAM_INDEX_FILE, _swap_two_codes),
     ),
     Fault(
         "code index naming an item outside the catalog",
         r"gram channel refused: gram_index\.npz: ",
-        staged=_rewrite(GRAM_INDEX_FILE, _item_outside_the_catalog),
+        staged=rewrite_npz(GRAM_INDEX_FILE, _item_outside_the_catalog),
     ),
     Fault(
         "code vocabulary of another size",
@@ -172,12 +152,12 @@ FAULTS = [
     Fault(
         "generator that does not reproduce its probe",
         rf"gram channel refused: .*{re.escape(GRAM_DECODER_FILE)}",
-        staged=_rewrite(GRAM_PROBE_FILE, _other_probe_logits),
+        staged=rewrite_npz(GRAM_PROBE_FILE, _other_probe_logits),
     ),
     Fault(
         "gram configured without its files",
         r"manifest configures the gram channel but does not list gram_index\.npz",
-        staged=_unlist(GRAM_INDEX_FILE),
+        staged=unlist(GRAM_INDEX_FILE),
     ),
 ]
 

@@ -385,3 +385,28 @@ def test_load_refuses_a_corrupt_or_altered_decoder(
     (directory / GRAM_ENCODER_FILE).unlink()
     with pytest.raises(FileNotFoundError):
         GramGeneratorRuntime.load(directory)
+
+
+def test_a_value_token_starts_next_to_the_words_that_name_it() -> None:
+    config = GramGeneratorConfig(
+        text_vocab=TEXT_VOCAB, code_vocab=CODE_VOCAB, dim=32, heads=2, layers=1, ffn=64, max_text_tokens=16,
+        value_pieces=2,
+    )  # fmt: skip
+    pieces = np.zeros((CODE_VOCAB, 2), np.int64)
+    pieces[RESERVED] = (7, 8)  # value token 3 is named by pieces 7 and 8
+    pieces[RESERVED + 1] = (9, 0)
+    torch.manual_seed(0)
+    model = GramGenerator(config, pieces)
+    with torch.no_grad():
+        table = model.code_table()
+        text = model.text_embedding.weight
+        own = model.code_embedding.weight
+        assert torch.allclose(table[RESERVED], own[RESERVED] + (text[7] + text[8]) / 2)
+        assert torch.allclose(table[RESERVED + 1], own[RESERVED + 1] + text[9])
+        assert torch.allclose(table[PAD], own[PAD]), "reserved tokens have no text part"
+    # The pieces are part of the state: a copy made from the config alone loads them.
+    copy = GramGenerator(config)
+    copy.load_state_dict(model.state_dict())
+    assert torch.equal(copy.value_pieces, model.value_pieces)
+    with pytest.raises(ValueError, match="value pieces of shape"):
+        GramGenerator(config, pieces[:, :1])

@@ -6,13 +6,12 @@ corrupt or inconsistent is refused while the served one stays."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fakes import history, recall, serving
-from test_bundle_faults import Fault, _truncate, refused_while_the_served_one_stays
+from test_bundle_faults import Fault, _truncate, refused_while_the_served_one_stays, rewrite_npz, unlist
 
 from index.bundle import read_manifest
 from index.features import Session
@@ -123,17 +122,6 @@ async def test_a_search_request_gets_sid_candidates_and_a_plain_one_none(
 # --- refusals -------------------------------------------------------------------------------------
 
 
-def _rewrite(name: str, change: Callable[[dict[str, np.ndarray]], None]) -> Callable[[Path], None]:
-    def stage(directory: Path) -> None:
-        with np.load(directory / name, allow_pickle=False) as data:
-            arrays = {key: data[key].copy() for key in data.files}
-        change(arrays)
-        with (directory / name).open("wb") as f:
-            np.savez(f, **arrays)
-
-    return stage
-
-
 def _swap_two_codes(arrays: dict[str, np.ndarray]) -> None:
     arrays["codes"][[0, 1]] = arrays["codes"][[1, 0]]
 
@@ -150,40 +138,32 @@ def _other_probe_logits(arrays: dict[str, np.ndarray]) -> None:
     arrays["logits"] = arrays["logits"] + 0.5
 
 
-def _unlist(*names: str) -> Callable[[Path], None]:
-    def stage(directory: Path) -> None:
-        for name in names:
-            (directory / name).unlink()
-
-    return stage
-
-
 FAULTS = [
     Fault("truncated SID table", r"checksum mismatch for sid_table\.npz", damage=_truncate(SID_TABLE_FILE)),
     Fault(
         "SID table out of order, checksum of the bad file",
         r"sid channel refused: sid_table\.npz: ",
-        staged=_rewrite(SID_TABLE_FILE, _swap_two_codes),
+        staged=rewrite_npz(SID_TABLE_FILE, _swap_two_codes),
     ),
     Fault(
         "SID table offsets past its items, checksum of the bad file",
         r"sid channel refused: sid_table\.npz: ",
-        staged=_rewrite(SID_TABLE_FILE, _offsets_past_the_end),
+        staged=rewrite_npz(SID_TABLE_FILE, _offsets_past_the_end),
     ),
     Fault(
         "trie of another table",
         r"sid channel refused: sid_trie\.npz: ",
-        staged=_rewrite(SID_TRIE_FILE, _trie_of_another_table),
+        staged=rewrite_npz(SID_TRIE_FILE, _trie_of_another_table),
     ),
     Fault(
         "generator that does not reproduce its probe",
         rf"sid channel refused: .*{re.escape(SID_DECODER_FILE)}",
-        staged=_rewrite(SID_PROBE_FILE, _other_probe_logits),
+        staged=rewrite_npz(SID_PROBE_FILE, _other_probe_logits),
     ),
     Fault(
         "sid configured without its files",
         r"manifest configures the sid channel but does not list sid_table\.npz, sid_trie\.npz",
-        staged=_unlist(SID_TABLE_FILE, SID_TRIE_FILE),
+        staged=unlist(SID_TABLE_FILE, SID_TRIE_FILE),
     ),
 ]
 
