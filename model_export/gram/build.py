@@ -165,9 +165,13 @@ def train_gram(
     dense: TwoTower,
     products: ProductAttributes,
     config: GramConfig,
-) -> GramModels:
-    """Every step: SFT, co-training (``config.cotrain``), co-alignment (``config.dpo_steps``)."""
+) -> GramModels | None:
+    """Every step: SFT, co-training (``config.cotrain``), co-alignment (``config.dpo_steps``);
+    None when the catalog and the queries give no attribute codes to learn (a catalog without
+    attribute columns, titles or lexicon)."""
     run = prepare_gram(dataset, texts, tokenizer, dense, products, config)
+    if not run.universe.n_codes or not len(run.base[1]):
+        return None
     model, stats = sft_generator(run)
     if config.cotrain:
         stats.update(cotrain(model, run))
@@ -201,9 +205,13 @@ def build_gram_channel(
     products: ProductAttributes,
     out_dir: Path,
     config: GramConfig,
-) -> GramSpec:
+) -> GramSpec | None:
     """Train and write the gram channel for a run (``model_export.text.build`` calls it after
-    the dense two-tower its co-training filter reads)."""
+    the dense two-tower its co-training filter reads); None, with a warning, when there are no
+    attribute codes to learn."""
     models = train_gram(dataset, texts, tokenizer, dense, products, config)
+    if models is None:
+        log.warning("no attribute values in the catalog or the queries: no gram channel")
+        return None
     log.info("gram: %s", {k: round(v, 3) for k, v in models.stats.items()})
     return write_gram(out_dir, models, config)
