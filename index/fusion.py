@@ -111,3 +111,14 @@ def merge(
         return labels, fused.astype(np.float32), [{name: rank} for rank in range(1, len(labels) + 1)]
     labels, fused = fuse(lists, params, k)
     return labels, fused, provenance(labels, lists)
+
+
+def top_indices(score: np.ndarray, key: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` highest ``score``, best first, ties by lower ``key``."""
+    if len(score) > k:  # keep everything tied with the k-th, so ties break by key not by partition
+        kth = -np.partition(-score, k - 1)[k - 1]
+        candidates = np.flatnonzero(score >= kth)
+    else:
+        candidates = np.arange(len(score))
+    order = np.lexsort((key[candidates], -score[candidates]))[:k]
+    return candidates[order]

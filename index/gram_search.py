@@ -18,7 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from index.bundle import GramSpec
-from index.fusion import Candidates
+from index.fusion import Candidates, top_indices
 from index.gram_generator import GRAM_GENERATOR_FILES, QUERY_TASK, GramGeneratorRuntime
 from index.gram_index import GRAM_INDEX_FILE, CodeIndex
 from index.gram_score import ScoreWeights, score_candidates
@@ -121,10 +121,7 @@ class GramSearch:
         first = np.ones(len(labels), dtype=bool)
         first[1:] = labels[1:] != labels[:-1]
         labels, scores = labels[first], scores[first]
-        if len(labels) > depth:  # keep every label tied with the depth-th, so ties break by label
-            keep = scores >= -np.partition(-scores, depth - 1)[depth - 1]
-            labels, scores = labels[keep], scores[keep]
-        order = np.lexsort((labels, -scores))[:depth]
+        order = top_indices(scores, labels, depth)
         return labels[order], scores[order]
 
     def search(

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from index.fusion import top_indices
 from index.i2i import gather_rows
 from index.sid_layout import BOS_TOKEN, LEVELS, SidLayout
 from index.sid_table import SID_TABLE_FILE, SidTable, read_arrays
@@ -125,18 +126,7 @@ def beam_search(trie: SidTrie, layout: SidLayout, step: Step, beam: int) -> tupl
         peak = np.maximum.reduceat(x, segments)  # (B,)
         log_norm = peak + np.log(np.add.reduceat(np.exp(x - peak[which]), segments))  # (B,)
         total = scores[which] + x - log_norm[which]  # (C,)
-        keep = _top(total, child, beam)
+        keep = top_indices(total, child, beam)
         nodes, scores = child[keep], total[keep]
         prefix = np.concatenate([prefix[which[keep]], tokens[keep, None]], axis=1)
     return nodes.astype(np.int64), scores.astype(np.float32)
-
-
-def _top(score: np.ndarray, key: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` highest ``score``, best first, ties by lower ``key``."""
-    if len(score) > k:  # keep everything tied with the k-th, so ties break by key not by partition
-        kth = -np.partition(-score, k - 1)[k - 1]
-        candidates = np.flatnonzero(score >= kth)
-    else:
-        candidates = np.arange(len(score))
-    order = np.lexsort((key[candidates], -score[candidates]))[:k]
-    return candidates[order]

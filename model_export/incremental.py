@@ -198,9 +198,11 @@ def run_round(
     # The start run's tokenizer (the encoder's query pieces are ids of it); with it the text
     # channels are rebuilt over the round's catalog, so new items are searchable.
     tokenizer = load_run_tokenizer(state_dir / state.run)
-    frame = read_catalog(catalog)
-    texts = item_texts(frame, dataset.vocab) if tokenizer is not None else None
-    products = product_attributes(frame, catalog.parent, dataset.vocab) if tokenizer is not None else None
+    texts, products = None, None
+    if tokenizer is not None:  # the catalog is read again only when the text channels are rebuilt
+        frame = read_catalog(catalog)
+        texts = item_texts(frame, dataset.vocab)
+        products = product_attributes(frame, catalog.parent, dataset.vocab)
     try:
         summary = train(
             bucket_dataset(dataset, bucket, config.n_buckets),

@@ -41,7 +41,7 @@ from index.vocab import ITEM_OFFSET, Vocabulary
 from service.app import create_app
 from service.metrics import Metrics
 from service.registry import BundleRegistry
-from service.runtime import ALL_SCENES, Bundle
+from service.runtime import ALL_SCENES, Bundle, LoadedBundle
 from service.settings import Settings
 from service.store import InMemorySessionStore, SessionStore, StoreUnavailable
 from service.text_indexes import TextIndexes
@@ -355,6 +355,22 @@ async def recall(client: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
     assert response.status_code == 200, response.text
     result: dict[str, Any] = response.json()
     return result
+
+
+async def channel_and_merged(
+    root: Path, seen: Sequence[str], channel: str, query: str, k: int
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The bundles under ``root`` served for ``alice``, who has engaged with ``seen``: (a search
+    request asking ``channel`` alone, the same search request with every channel, a plain
+    recommendation request), each for ``k`` items with seen items excluded."""
+    store = InMemorySessionStore()
+    await store.append(history("alice", list(seen)))
+    as_of = history("alice", list(seen))[-1].ts + 3600
+    async with serving(root, store=store, registry=BundleRegistry(root, LoadedBundle.load)) as client:
+        alone = await recall(client, k=k, query=query, channels=[channel], as_of=as_of, exclude_seen=True)
+        search = await recall(client, k=k, query=query, as_of=as_of, exclude_seen=True)
+        plain = await recall(client, k=k, as_of=as_of, exclude_seen=True)
+    return alone, search, plain
 
 
 def ids(result: dict[str, Any]) -> list[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fakes import history, recall, serving
+from fakes import channel_and_merged
 from test_bundle_faults import Fault, _truncate, refused_while_the_served_one_stays, rewrite_npz, unlist
 
 from index.bundle import read_manifest
@@ -19,9 +19,7 @@ from index.gram_generator import GRAM_DECODER_FILE, GRAM_PROBE_FILE
 from index.gram_index import GRAM_INDEX_FILE
 from index.gram_search import GRAM_FILES
 from index.gram_vocab import EOS, GRAM_VOCAB_FILE, MAX_CODE_TOKENS
-from service.registry import BundleRegistry
 from service.runtime import LoadedBundle
-from service.store import InMemorySessionStore
 
 QUERIES = ("red dress", "running shoes", "cotton shirt xl", "navy mens hoodie", "stainless steel pan")
 
@@ -88,17 +86,8 @@ def anyio_backend() -> str:
 async def test_a_search_request_gets_gram_candidates_and_a_plain_one_none(
     search_bundle_root: Path, loaded: LoadedBundle
 ) -> None:
-    root = search_bundle_root
     items = loaded.vocab.item_ids[:4].tolist()
-    store = InMemorySessionStore()
-    await store.append(history("alice", items))
-    as_of = history("alice", items)[-1].ts + 3600
-    async with serving(root, store=store, registry=BundleRegistry(root, LoadedBundle.load)) as client:
-        alone = await recall(
-            client, k=20, query="running shoes", channels=["gram"], as_of=as_of, exclude_seen=True
-        )
-        search = await recall(client, k=20, query="running shoes", as_of=as_of, exclude_seen=True)
-        plain = await recall(client, k=20, as_of=as_of, exclude_seen=True)
+    alone, search, plain = await channel_and_merged(search_bundle_root, items, "gram", "running shoes", 20)
     assert alone["answered_channels"] == ["gram"] and len(alone["items"]) == 20
     assert any("gram" in entry["channels"] for entry in alone["items"])
     assert not set(items) & {entry["item_id"] for entry in alone["items"]}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fakes import history, recall, serving
+from fakes import channel_and_merged
 from test_bundle_faults import Fault, _truncate, refused_while_the_served_one_stays, rewrite_npz, unlist
 
 from index.bundle import read_manifest
@@ -20,9 +20,7 @@ from index.sid_search import SID_FILES, recent_engaged
 from index.sid_table import SID_TABLE_FILE
 from index.sid_trie import SID_TRIE_FILE
 from index.vocab import Vocabulary
-from service.registry import BundleRegistry
 from service.runtime import LoadedBundle
-from service.store import InMemorySessionStore
 
 QUERIES = ("red dress", "running shoes", "cotton shirt xl", "garden hose", "stainless steel pan")
 
@@ -100,17 +98,8 @@ def anyio_backend() -> str:
 async def test_a_search_request_gets_sid_candidates_and_a_plain_one_none(
     search_bundle_root: Path, loaded: LoadedBundle
 ) -> None:
-    root = search_bundle_root
     items = loaded.vocab.item_ids[:4].tolist()
-    store = InMemorySessionStore()
-    await store.append(history("alice", items))
-    as_of = history("alice", items)[-1].ts + 3600
-    async with serving(root, store=store, registry=BundleRegistry(root, LoadedBundle.load)) as client:
-        alone = await recall(
-            client, k=30, query="red dress", channels=["sid"], as_of=as_of, exclude_seen=True
-        )
-        search = await recall(client, k=30, query="red dress", as_of=as_of, exclude_seen=True)
-        plain = await recall(client, k=30, as_of=as_of, exclude_seen=True)
+    alone, search, plain = await channel_and_merged(search_bundle_root, items, "sid", "red dress", 30)
     assert alone["answered_channels"] == ["sid"] and len(alone["items"]) == 30
     from_sid = [entry for entry in alone["items"] if "sid" in entry["channels"]]
     assert from_sid and not set(items) & {entry["item_id"] for entry in alone["items"]}

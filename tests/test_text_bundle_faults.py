@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_bundle_faults import Fault, _truncate, publish_faulty, refused_while_the_served_one_stays
+from test_bundle_faults import Fault, _truncate, publish_faulty, refused_while_the_served_one_stays, unlist
 from text_bundles import TITLES, tokenizer_for, write_text_bundle
 
 from index.bm25 import BM25_DATA, BM25_FILES, BM25_INDPTR, BM25_VOCAB, build_bm25
@@ -32,14 +32,6 @@ def _flip_middle_byte(name: str) -> Callable[[Path], None]:
         (directory / name).write_bytes(bytes(data))
 
     return damage
-
-
-def _remove(*names: str) -> Callable[[Path], None]:
-    def stage(directory: Path) -> None:
-        for name in names:
-            (directory / name).unlink()
-
-    return stage
 
 
 def _index_of(texts: list[str]) -> Callable[[Path], None]:
@@ -67,7 +59,7 @@ FAULTS = [
     Fault(
         "tokenizer not listed",
         r"manifest configures text channels but does not list tokenizer\.json",
-        staged=_remove(TOKENIZER_FILE),
+        staged=unlist(TOKENIZER_FILE),
     ),
     Fault(
         "flipped byte in the bm25 scores",
@@ -97,7 +89,7 @@ FAULTS = [
     Fault(
         "bm25 configured without its files",
         r"manifest configures the bm25 channel but does not list bm25\.data\.npy, bm25\.indices\.npy",
-        staged=_remove(*BM25_FILES),
+        staged=unlist(*BM25_FILES),
     ),
 ]
 
