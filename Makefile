@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 REDIS_PORT := 6379
 
-.PHONY: run test lint typecheck unit redis clean help loadtest
+.PHONY: run test lint typecheck unit redis browser clean help loadtest
 
 help:
 	@echo "make run   - set up, build the demo bundle if missing, serve /v1/recall on :8000"
@@ -35,6 +35,15 @@ redis:
 		for i in $$(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$(REDIS_PORT)) 2>/dev/null && break; sleep 0.1; done; \
 	fi
 
+# The console's browser test drives Debian's chromium through its chromedriver (no browser
+# download of selenium's own); install both when either is missing.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		echo "installing chromium and chromium-driver with apt-get"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver; \
+	fi
+
 lint: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -42,7 +51,7 @@ lint: $(INSTALLED)
 typecheck: $(INSTALLED)
 	$(BIN)/mypy
 
-unit: $(INSTALLED) redis
+unit: $(INSTALLED) redis browser
 	$(BIN)/pytest -q
 
 test: lint typecheck unit

@@ -17,7 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -72,12 +72,18 @@ def free_port() -> int:
 
 
 def start_serve(
-    bundles: Path, port: int, env: Mapping[str, str | None], log: IO[bytes] | int
+    bundles: Path,
+    port: int,
+    env: Mapping[str, str | None],
+    log: IO[bytes] | int,
+    args: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
-    """``nsprecall serve`` on ``bundles`` and ``port``, in this process's environment changed by
-    ``env`` (a None value removes the variable); its output goes to ``log`` (a file or
-    ``subprocess.DEVNULL``). Not waited for."""
-    command = [sys.executable, "-m", "nsprecall.cli", "serve", "--bundles", str(bundles), "--port", str(port)]
+    """``nsprecall serve`` on ``bundles`` and ``port`` (and ``args``, e.g. ``--seed-events``), in
+    this process's environment changed by ``env`` (a None value removes the variable); its output
+    goes to ``log`` (a file or ``subprocess.DEVNULL``). Not waited for."""
+    command = [
+        sys.executable, "-m", "nsprecall.cli", "serve", "--bundles", str(bundles), "--port", str(port), *args,
+    ]  # fmt: skip
     environment = dict(os.environ)
     for name, value in env.items():
         if value is None:

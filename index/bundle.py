@@ -1,8 +1,9 @@
 """The bundle format: the one contract shared by the offline and online sides.
 
 A bundle is ``<root>/<version>/`` (``version`` a positive integer) holding the encoder, the
-HNSW index, the vocabulary (id map + side info), per-scene popularity fallback lists, probe
-inputs with expected outputs, and ``manifest.json``. The manifest is written last and records
+HNSW index, the vocabulary (id map + side info), the items' metadata (``index.item_meta``,
+optional), per-scene popularity fallback lists, probe inputs with expected outputs, and
+``manifest.json``. The manifest is written last and records
 the sha256 of every other file, so a directory without a valid manifest is not a bundle.
 
 Publishing writes into a hidden staging directory, fsyncs every file, writes the manifest,
@@ -175,6 +176,13 @@ class TextSpec(BaseModel):
     gram: GramSpec | None = None
 
 
+class ItemMetaSpec(BaseModel):
+    """The bundle carries ``index.item_meta.ITEM_META_FILE``: each item's title, category,
+    price and these catalog attributes (in this order), for people reading answers."""
+
+    attributes: list[str] = []
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
@@ -194,6 +202,8 @@ class Manifest(BaseModel):
     channels: ChannelsSpec | None = None
     # None: a bundle without text channels (from before search, or trained on a log without queries).
     text: TextSpec | None = None
+    # None: a bundle without item metadata (from before it, or published from a run without it).
+    item_meta: ItemMetaSpec | None = None
 
 
 def sha256_file(path: Path) -> str:

@@ -34,6 +34,7 @@ import torch
 
 from index import bundle
 from index.vocab import ITEM_OFFSET, Vocabulary
+from model_export.catalog_meta import catalog_meta
 from model_export.data import Dataset, load_dataset, read_catalog
 from model_export.gram.targets import product_attributes
 from model_export.model import NSPModel
@@ -199,8 +200,8 @@ def run_round(
     # channels are rebuilt over the round's catalog, so new items are searchable.
     tokenizer = load_run_tokenizer(state_dir / state.run)
     texts, products = None, None
-    if tokenizer is not None:  # the catalog is read again only when the text channels are rebuilt
-        frame = read_catalog(catalog)
+    frame = read_catalog(catalog)  # again: the items' metadata over the extended vocabulary
+    if tokenizer is not None:
         texts = item_texts(frame, dataset.vocab)
         products = product_attributes(frame, catalog.parent, dataset.vocab)
     try:
@@ -215,6 +216,7 @@ def run_round(
             tokenizer=tokenizer,
             texts=texts,
             products=products,
+            item_meta=catalog_meta(frame, dataset.vocab),
         )
     except NoTrainingData as exc:
         log.warning("round %d: bucket %d has no training data in the window: %s", number, bucket, exc)

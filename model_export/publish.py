@@ -3,8 +3,8 @@
 Export the encoder to ONNX, check torch and ONNX Runtime agree at several history lengths
 (with and without search queries, for an encoder that reads them), store probe inputs with
 ONNX Runtime's outputs (the service re-runs them after loading), build
-the HNSW index over the item vectors, copy vocabulary and popularity lists, then commit the
-bundle atomically through ``index.bundle``. Any failure leaves no partial bundle behind.
+the HNSW index over the item vectors, copy vocabulary, item metadata and popularity lists, then
+commit the bundle atomically through ``index.bundle``. Any failure leaves no partial bundle behind.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from index.ann import ItemIndex, choose_ef
 from index.bundle import ChannelsSpec, HnswParams, TextSpec
 from index.features import QueryText, Session, build_tokens, stack_left_padded
 from index.i2i import I2I_FILE
+from index.item_meta import ITEM_META_FILE, ItemMeta
 from index.tokenizer import TOKENIZER_FILE, TextTokenizer
 from index.vocab import Vocabulary
 from model_export.evaluate import item_matrix
@@ -139,6 +140,18 @@ def _ship_text(run_dir: Path, stage: Path, fields: dict[str, Any], encoder_reads
     for name in text_files(text):
         shutil.copyfile(run_dir / name, stage / name)
     fields["text"] = text.model_dump()
+
+
+def _ship_item_meta(run_dir: Path, stage: Path, vocab: Vocabulary, fields: dict[str, Any]) -> None:
+    """The run's item metadata goes into the bundle, checked against its vocabulary as the
+    service will check it; a run from before item metadata publishes a bundle without it."""
+    path = run_dir / ITEM_META_FILE
+    if not path.is_file():
+        log.warning("%s has no %s: the bundle carries no item metadata", run_dir, ITEM_META_FILE)
+        return
+    meta = ItemMeta.load(path, vocab.item_ids.tolist())
+    shutil.copyfile(path, stage / ITEM_META_FILE)
+    fields["item_meta"] = {"attributes": meta.attribute_names}
 
 
 def _run_channels(run_dir: Path) -> ChannelsSpec | None:
@@ -274,4 +287,5 @@ def publish(
             "channels": channels.model_dump() if channels is not None else None,
         }
         _ship_text(run_dir, stage, fields, query_text is not None)
+        _ship_item_meta(run_dir, stage, vocab, fields)
         return bundle.commit(bundle_root, stage, fields, version)

@@ -3,8 +3,8 @@
 Objectives (``TrainConfig.objective``): ``nsp`` — every context token with history predicts
 its session and, with MSP, the next ones (see ``batches`` and ``losses``); ``autoregressive``
 — the SASRec-style next-item baseline on the same backbone and budget. The run directory holds
-everything ``publish`` needs: the checkpoint (with its own config), the vocabulary,
-popularity lists and metrics, and (for a log with search queries) the tokenizer.
+everything ``publish`` needs: the checkpoint (with its own config), the vocabulary, the items'
+metadata, popularity lists and metrics, and (for a log with search queries) the tokenizer.
 """
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from index.features import MAX_ITEMS_PER_SESSION, MAX_SESSIONS, QueryText, Session
 from index.i2i import I2I_FILE
+from index.item_meta import ITEM_META_FILE, ItemMeta
 from index.tokenizer import TOKENIZER_FILE, TextTokenizer
 from index.vocab import Vocabulary
 from model_export.baselines import engaged_counts, fit_baselines, training_arrays
 from model_export.batches import Batch, TargetSet, make_ar_batch, make_nsp_batch
+from model_export.catalog_meta import catalog_meta
 from model_export.channel_fit import DEFAULT_NEIGHBOURS, channel_rankers, fit_channels
 from model_export.data import DAY, Dataset, EvalCase, load_training_dataset, read_catalog
 from model_export.evaluate import item_matrix, model_ranker, user_matrix
@@ -371,6 +373,7 @@ def train(
     tokenizer: TextTokenizer | None = None,
     texts: Sequence[str] | None = None,
     products: ProductAttributes | None = None,
+    item_meta: ItemMeta | None = None,
 ) -> dict[str, dict[str, float]]:
     """Train (from ``start`` when given: an incremental round) and write the run directory.
 
@@ -380,6 +383,8 @@ def train(
     text tokenizer (``run`` fits it on a log with queries; a round passes its start's); it is
     written to the run, and a fresh model reads ``config.query_pieces`` pieces with it.
     ``texts``: each item's text by label; with a tokenizer, the text channels are built too.
+    ``item_meta``: each item's metadata by label (``model_export.catalog_meta``), written to the
+    run for the bundle.
     """
     parallel = Parallel.from_env()
     torch.manual_seed(config.seed)
@@ -507,6 +512,8 @@ def train(
         out_dir / CHECKPOINT,
     )
     vocab.save(out_dir)
+    if item_meta is not None:
+        item_meta.save(out_dir / ITEM_META_FILE, vocab.item_ids.tolist())
     if tokenizer is not None:
         tokenizer.save(out_dir / TOKENIZER_FILE)
     (out_dir / POPULARITY).write_text(json.dumps(dataset.popularity))
@@ -592,12 +599,22 @@ def run(
     on the catalog's item texts and the training queries."""
     dataset = load_training_dataset(events, catalog, val_days, test_days)
     tokenizer, texts, products = None, None, None
+    frame = read_catalog(catalog)
+    meta = catalog_meta(frame, dataset.vocab)
     queries = training_queries(dataset.train)
     if queries:
-        frame = read_catalog(catalog)
         texts = item_texts(frame, dataset.vocab)
         tokenizer = fit_tokenizer(texts, queries)
         products = product_attributes(frame, catalog.parent, dataset.vocab)
     else:
         config = replace(config, query_pieces=0)  # no queries to read: recorded as such
-    return train(dataset, config, out_dir, progress, tokenizer=tokenizer, texts=texts, products=products)
+    return train(
+        dataset,
+        config,
+        out_dir,
+        progress,
+        tokenizer=tokenizer,
+        texts=texts,
+        products=products,
+        item_meta=meta,
+    )

@@ -2,7 +2,9 @@
 
 Each step is skipped when its output exists, so a second ``make run`` starts serving at once.
 The session store is the first that is available: ``REDIS_URL``/``NSP_REDIS_URL`` if set, else
-a private ``redis-server`` started here (stopped on exit), else the in-memory store.
+a private ``redis-server`` started here (stopped on exit), else the in-memory store. The retrieval
+console is on at ``/ui``; its admin buttons take ``NSP_ADMIN_TOKEN`` when set, else a random token
+made here and printed with the console's address.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import ctypes
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -143,7 +146,7 @@ def pick_demo_query(intents: Path) -> str:
     return counts.most_common(1)[0][0] if counts else "running shoes"
 
 
-def _announce_when_ready(port: int, user_id: str, query: str) -> None:
+def _announce_when_ready(port: int, user_id: str, query: str, token_note: str) -> None:
     base = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:
@@ -158,7 +161,8 @@ def _announce_when_ready(port: int, user_id: str, query: str) -> None:
     print(
         "\nnsp-recall is serving. Try a recommendation and a search request:\n"
         f"  {curl} '{recommend}'\n"
-        f"  {curl} '{search}'\n",
+        f"  {curl} '{search}'\n"
+        f"The retrieval console: {base}/ui (admin token: {token_note})\n",
         flush=True,
     )
 
@@ -172,9 +176,18 @@ def run_demo(demo_dir: Path, bundle_root: Path, port: int = 8000) -> None:
         build_bundle(demo_dir, bundle_root)
     user_id = pick_demo_user(events, SEED_USERS)
     query = pick_demo_query(intents)
+    token = os.environ.get("NSP_ADMIN_TOKEN")
+    token_note = "$NSP_ADMIN_TOKEN"  # a token the operator chose is not echoed
+    if not token:
+        token = token_note = secrets.token_urlsafe(24)
     with local_redis(demo_dir / "redis") as redis_url:
         settings = Settings(
-            bundle_root=bundle_root, port=port, redis_url=SecretStr(redis_url) if redis_url else None
+            bundle_root=bundle_root,
+            port=port,
+            redis_url=SecretStr(redis_url) if redis_url else None,
+            console_enabled=True,
+            admin_token=SecretStr(token),
         )
-        threading.Thread(target=_announce_when_ready, args=(port, user_id, query), daemon=True).start()
+        announce = (port, user_id, query, token_note)
+        threading.Thread(target=_announce_when_ready, args=announce, daemon=True).start()
         serve(settings, seed_events=events, seed_users=SEED_USERS)

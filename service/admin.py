@@ -22,7 +22,7 @@ from service.dependencies import Services, ServicesDep
 from service.errors import AdminDisabled, AdminUnauthorized
 from service.metrics import AdminAction
 from service.registry import RegistryState
-from service.schemas import FailedVersionOut, PinRequest, Problem, ServingState
+from service.schemas import FailedVersionOut, PinRequest, Problem, ServingState, SwapOut
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ router = APIRouter(
 
 @router.get("/bundle")
 async def serving_state(services: ServicesDep) -> ServingState:
-    return await _report(services)
+    return await report(services)
 
 
 @router.post("/reload")
@@ -76,7 +76,7 @@ async def reload(request: Request, services: ServicesDep) -> ServingState:
     """Look for a newer bundle now, retrying versions in back-off; a no-op while pinned."""
     with _audit(request, services, "reload"):
         await services.registry.reload()
-    return await _report(services)
+    return await report(services)
 
 
 @router.post("/rollback")
@@ -84,7 +84,7 @@ async def rollback(request: Request, services: ServicesDep) -> ServingState:
     """Serve the previous (older) version and pin it; 409 when there is none that loads."""
     with _audit(request, services, "rollback"):
         await services.registry.rollback()
-    return await _report(services)
+    return await report(services)
 
 
 @router.put("/pin", responses={404: {"model": Problem}})
@@ -92,7 +92,7 @@ async def pin(body: PinRequest, request: Request, services: ServicesDep) -> Serv
     """Serve ``version`` until unpinned; 404 if it does not exist, 409 if it does not load."""
     with _audit(request, services, "pin"):
         await services.registry.pin(body.version)
-    return await _report(services)
+    return await report(services)
 
 
 @router.delete("/pin")
@@ -100,7 +100,7 @@ async def unpin(request: Request, services: ServicesDep) -> ServingState:
     """Back to newest-wins: the newest loadable version is served at once."""
     with _audit(request, services, "unpin"):
         await services.registry.unpin()
-    return await _report(services)
+    return await report(services)
 
 
 @contextmanager
@@ -124,7 +124,8 @@ def _audit(request: Request, services: Services, action: AdminAction) -> Iterato
     )
 
 
-async def _report(services: Services) -> ServingState:
+async def report(services: Services) -> ServingState:
+    """The registry's serving state as the API answers it (also ``GET /v1/bundles``)."""
     return _state_out(await services.registry.state())
 
 
@@ -138,6 +139,7 @@ def _state_out(state: RegistryState) -> ServingState:
             FailedVersionOut(version=f.version, attempts=f.attempts, retry_in_s=f.retry_in_s)
             for f in state.failed
         ],
+        swaps=[SwapOut.model_validate(swap, from_attributes=True) for swap in state.swaps],
     )
 
 

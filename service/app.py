@@ -23,7 +23,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import admin
+from service import admin, console, items
 from service.batching import EncodeBatcher
 from service.dependencies import BundleDep, Services, ServicesDep
 from service.errors import LimitExceeded, install_error_handlers
@@ -38,9 +38,11 @@ from service.schemas import (
     BundleSummary,
     EventsAccepted,
     EventsRequest,
+    Include,
     Problem,
     RecallRequest,
     RecallResponse,
+    ServingState,
     SessionsResponse,
 )
 from service.seed import seed_store
@@ -68,11 +70,12 @@ async def recall(body: RecallRequest, services: ServicesDep, bundle: BundleDep) 
         )
     exclude_seen = body.exclude_seen if body.exclude_seen is not None else settings.exclude_seen
     query = RecallQuery.of(body, k, exclude_seen)
+    answer = None
     if services.nearline is not None:
-        cached = await services.nearline.cached(bundle, query)
-        if cached is not None:
-            return cached
-    return await services.pipeline.recall(bundle, query)
+        answer = await services.nearline.cached(bundle, query)
+    if answer is None:
+        answer = await services.pipeline.recall(bundle, query)
+    return items.recall_with_meta(answer, bundle) if "meta" in body.include else answer
 
 
 @router.post("/v1/events", status_code=202)
@@ -96,8 +99,15 @@ async def user_sessions(
     user_id: Annotated[str, PathParam(min_length=1, max_length=128)],
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=100, description="Most recent sessions to return.")] = 20,
+    include: Annotated[
+        list[Include], Query(max_length=4, description="meta: each item's metadata from the served bundle.")
+    ] = [],  # noqa: B006 (FastAPI copies defaults)
 ) -> SessionsResponse:
-    return SessionsResponse(user_id=user_id, sessions=await services.pipeline.sessions(user_id, limit))
+    sessions = await services.pipeline.sessions(user_id, limit)
+    bundle = services.registry.current()  # no bundle yet: sessions without metadata
+    if "meta" in include and bundle is not None:
+        sessions = items.sessions_with_meta(sessions, bundle)
+    return SessionsResponse(user_id=user_id, sessions=sessions)
 
 
 @router.get("/v1/bundle")
@@ -117,6 +127,13 @@ async def bundle_summary(bundle: BundleDep, services: ServicesDep) -> BundleSumm
         text=m.text.model_dump() if m.text is not None else None,
         query_pieces=m.encoder.query_pieces,
     )
+
+
+@router.get("/v1/bundles")
+async def serving_state(services: ServicesDep) -> ServingState:
+    """What this instance serves, the versions on disk and its recent swaps: the serving state
+    of ``GET /v1/admin/bundle``, read-only and without the token."""
+    return await admin.report(services)
 
 
 @router.get("/livez")
@@ -211,7 +228,7 @@ def create_app(
         cache: TopKCache | None = None
         batcher: EncodeBatcher | None = None
         try:
-            await bundles.refresh()
+            await bundles.refresh(trigger="start")
             if bundles.current() is None:
                 log.warning("no loadable bundle under %s yet; not ready until one is published", bundles.root)
             if seed_events is not None:
@@ -260,7 +277,10 @@ def create_app(
 
     app = FastAPI(title="nsp-recall", version="1", lifespan=lifespan)
     app.include_router(router)
+    app.include_router(items.router)
     app.include_router(admin.router)
+    if settings.console_enabled:
+        app.include_router(console.router)
     # The last added runs first: shedding costs nothing, and a refused body is still timed.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)

@@ -27,6 +27,10 @@ class NoBundleLoaded(Exception):
     """No bundle has been loaded yet (start-up, or every version so far failed to load)."""
 
 
+class UnknownItem(Exception):
+    """The served bundle's vocabulary does not hold the item asked about."""
+
+
 class LimitExceeded(Exception):
     """The request is within the API's ceilings but over this deployment's configured limits."""
 
@@ -74,6 +78,7 @@ ERRORS: dict[type[Exception], ErrorSpec] = {
     AdminUnauthorized: ErrorSpec(401, "unauthorized", challenge="Bearer"),
     AdminDisabled: ErrorSpec(403, "admin_disabled"),
     UnknownVersion: ErrorSpec(404, "unknown_version"),
+    UnknownItem: ErrorSpec(404, "unknown_item"),
     NothingToRollBack: ErrorSpec(409, "nothing_to_roll_back"),
     BundleLoadFailed: ErrorSpec(409, "bundle_load_failed"),
     StoreUnavailable: ErrorSpec(503, "session_store_unavailable", retry_after_s=1),

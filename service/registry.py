@@ -17,6 +17,9 @@ a freed bundle's memory in its arenas, so RSS would stay at two bundles after a 
 poll after a swap or failed load hands it back to the OS (``malloc_trim``), and freezes the
 objects that survive out of the cyclic garbage collector's way (``settle_memory``).
 
+The registry remembers its last ``SWAP_HISTORY`` swaps and failed loads (``state().swaps``), with
+what triggered each, for operators and the console.
+
 Every state change, and every watcher poll as a heartbeat, rewrites this instance's serving
 record (``service.serving_record``) so that pruning never deletes the version it serves.
 
@@ -28,6 +31,7 @@ next poll (``service.pin_file``).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ctypes
 import ctypes.util
@@ -40,6 +44,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from index.bundle import list_versions
 from service.metrics import Metrics
@@ -50,6 +55,8 @@ from service.serving_record import ServingRecord
 log = logging.getLogger(__name__)
 
 Loader = Callable[[Path], Bundle]
+Trigger = Literal["start", "watcher", "reload", "pin", "rollback", "unpin"]
+SWAP_HISTORY = 50
 
 
 class UnknownVersion(Exception):
@@ -76,12 +83,23 @@ class FailedVersion:
 
 
 @dataclass(frozen=True)
+class Swap:
+    at: float  # unix seconds
+    version: int  # swapped in, or failed to load
+    previous_version: int | None  # served when it happened
+    outcome: Literal["swapped", "failed"]
+    trigger: Trigger
+    reason: str | None = None  # why the load failed
+
+
+@dataclass(frozen=True)
 class RegistryState:
     version: int | None  # served now; None before the first successful load
     pinned: bool
     previous_version: int | None  # served before the current one, the first rollback target
     versions: list[int]  # complete versions under the root, ascending
     failed: list[FailedVersion]
+    swaps: list[Swap]  # newest first, at most SWAP_HISTORY
 
 
 @dataclass
@@ -127,6 +145,7 @@ class BundleRegistry:
         self._pinned = False
         self._failures: dict[int, _Failure] = {}
         self._settle_pending = False
+        self._swaps: collections.deque[Swap] = collections.deque(maxlen=SWAP_HISTORY)
         self._lock = asyncio.Lock()
 
     def current(self) -> Bundle | None:
@@ -137,21 +156,22 @@ class BundleRegistry:
     def pinned(self) -> bool:
         return self._pinned
 
-    async def refresh(self) -> Bundle | None:
+    async def refresh(self, trigger: Trigger = "watcher") -> Bundle | None:
         """The watcher's poll: load the newest version above the current one, unless pinned.
 
         Candidates are tried newest first; a version that fails (or is in back-off after
         failing) is skipped in favour of the next older one that is still newer than the
         current bundle. A pin shared by another process (``pin_file``) is applied first.
-        Returns the bundle swapped in, if any. Never raises for a bad bundle.
+        Returns the bundle swapped in, if any. Never raises for a bad bundle. ``trigger`` is
+        recorded with the swaps and failed loads (``start`` for the service's first load).
         """
         async with self._lock:
             if self._settle_pending:  # set by an earlier call: the old bundle's requests are done
                 self._settle_pending = False
                 await asyncio.to_thread(settle_memory)
-            bundle = await self._follow_shared_pin()
+            bundle = await self._follow_shared_pin(trigger)
             if not self._pinned:
-                bundle = await self._upgrade(ignore_backoff=False) or bundle
+                bundle = await self._upgrade(trigger, ignore_backoff=False) or bundle
             await self._write_record()
             return bundle
 
@@ -161,11 +181,11 @@ class BundleRegistry:
         While pinned it loads nothing (unpin first). Raises ``BundleRootUnavailable``.
         """
         async with self._lock:
-            await self._follow_shared_pin()
+            await self._follow_shared_pin("reload")
             if self._pinned:
                 log.info("reload: pinned to bundle %s, nothing to do", self._served())
                 return None
-            if (bundle := await self._upgrade(ignore_backoff=True, raise_on_listing=True)) is None:
+            if (bundle := await self._upgrade("reload", ignore_backoff=True, raise_on_listing=True)) is None:
                 log.info("reload: no newer loadable version, serving %s", self._served())
             await self._write_record()
             return bundle
@@ -182,8 +202,8 @@ class BundleRegistry:
             if bundle is None or bundle.version != version:
                 if version not in await self._list():
                     raise UnknownVersion(f"no complete bundle {version} under {self.root}")
-                bundle = await self._load(version)
-                self._swap(bundle)
+                bundle = await self._load(version, "pin")
+                self._swap(bundle, "pin")
             self._set_pinned(True)
             await self._share_pin()
             await self._write_record()
@@ -209,11 +229,11 @@ class BundleRegistry:
             reasons = []
             for version in older:
                 try:
-                    bundle = await self._load(version)
+                    bundle = await self._load(version, "rollback")
                 except BundleLoadFailed as exc:
                     reasons.append(str(exc))
                     continue
-                self._swap(bundle)
+                self._swap(bundle, "rollback")
                 self._set_pinned(True)
                 await self._share_pin()
                 await self._write_record()
@@ -228,7 +248,7 @@ class BundleRegistry:
         async with self._lock:
             self._set_pinned(False)
             await self._share_pin()
-            bundle = await self._upgrade(ignore_backoff=False)
+            bundle = await self._upgrade("unpin", ignore_backoff=False)
             await self._write_record()
             return bundle
 
@@ -240,7 +260,8 @@ class BundleRegistry:
             FailedVersion(v, f.attempts, None if math.isinf(f.retry_at) else max(0.0, f.retry_at - now))
             for v, f in sorted(self._failures.items())
         ]
-        return RegistryState(version, pinned, previous, await self._list(), failed)
+        swaps = list(reversed(self._swaps))
+        return RegistryState(version, pinned, previous, await self._list(), failed, swaps)
 
     async def close(self) -> None:
         """Withdraw the serving record: this instance is about to stop serving."""
@@ -248,7 +269,9 @@ class BundleRegistry:
             if self._record is not None:
                 await asyncio.to_thread(self._record.remove)
 
-    async def _upgrade(self, *, ignore_backoff: bool, raise_on_listing: bool = False) -> Bundle | None:
+    async def _upgrade(
+        self, trigger: Trigger, *, ignore_backoff: bool, raise_on_listing: bool = False
+    ) -> Bundle | None:
         try:
             versions = await self._list()
         except BundleRootUnavailable as exc:
@@ -263,10 +286,10 @@ class BundleRegistry:
             if not ignore_backoff and self._in_backoff(version):
                 continue
             try:
-                bundle = await self._load(version)
+                bundle = await self._load(version, trigger)
             except BundleLoadFailed:
                 continue
-            self._swap(bundle)
+            self._swap(bundle, trigger)
             return bundle
         return None
 
@@ -283,9 +306,9 @@ class BundleRegistry:
         failure = self._failures.get(version)
         return failure is not None and self._clock() < failure.retry_at
 
-    async def _load(self, version: int) -> Bundle:
-        """Load and check one version; a failure is logged, counted, put in back-off and raised
-        as ``BundleLoadFailed`` (holding no reference to the half-loaded bundle)."""
+    async def _load(self, version: int, trigger: Trigger) -> Bundle:
+        """Load and check one version; a failure is logged, counted, recorded, put in back-off
+        and raised as ``BundleLoadFailed`` (holding no reference to the half-loaded bundle)."""
         directory = self.root / str(version)
         started = time.perf_counter()
         # A bundle that was still in use when ``settle_memory`` froze it, and has since become
@@ -309,6 +332,7 @@ class BundleRegistry:
         self._settle_pending = True
         self.metrics.bundle_load_failures.inc()
         served = self._served()
+        self._swaps.append(Swap(time.time(), version, served, "failed", trigger, reason))
         log.error(
             "bundle %d failed to load (attempt %d, %s), keeping %s: %s",
             version,
@@ -327,10 +351,11 @@ class BundleRegistry:
     def _served(self) -> int | None:
         return self._current.version if self._current is not None else None
 
-    def _swap(self, bundle: Bundle) -> None:
+    def _swap(self, bundle: Bundle, trigger: Trigger) -> None:
         previous = self._served()
         self._current = bundle  # one reference assignment: atomic for readers
         self._previous_version = previous
+        self._swaps.append(Swap(time.time(), bundle.version, previous, "swapped", trigger))
         self._settle_pending = True
         self.metrics.bundle_swapped(bundle.version)
         log.info("serving bundle %d (was %s)", bundle.version, previous if previous is not None else "none")
@@ -345,7 +370,7 @@ class BundleRegistry:
         if self._pin_file is not None:
             await asyncio.to_thread(self._pin_file.write, self._served() if self._pinned else None)
 
-    async def _follow_shared_pin(self) -> Bundle | None:
+    async def _follow_shared_pin(self, trigger: Trigger) -> Bundle | None:
         """Apply the pin another process shared; returns the bundle swapped in, if any."""
         if self._pin_file is None or (shared := await asyncio.to_thread(self._pin_file.read)) is None:
             return None
@@ -371,10 +396,10 @@ class BundleRegistry:
                 self._pin_ignored = version
             return None
         try:
-            bundle = await self._load(version)
+            bundle = await self._load(version, trigger)
         except BundleLoadFailed:
             return None
-        self._swap(bundle)
+        self._swap(bundle, trigger)
         self._set_pinned(True)
         log.info("pinned to bundle %d by another process", version)
         return bundle

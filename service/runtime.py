@@ -1,5 +1,5 @@
 """A bundle loaded for serving: encoder (ONNX Runtime), item index (hnswlib), vocabulary,
-fallbacks, and the channels' files (the i2i table).
+fallbacks, the channels' files (the i2i table) and the items' metadata.
 
 ``LoadedBundle.load`` is the only way in, and it validates before it returns: manifest, file
 checksums (before any other reader sees a file: hnswlib and ONNX Runtime trust their input),
@@ -34,6 +34,7 @@ from index.bundle import (
     verify_files,
 )
 from index.i2i import I2I_FILE, ItemToItem
+from index.item_meta import ITEM_META_FILE, ItemMeta
 from index.onnx_options import serving_session_options
 from index.popularity import ALL_SCENES
 from index.probe import verify_probe
@@ -72,6 +73,11 @@ class Bundle(Protocol):
         """The tokenizer and text indexes, when the manifest has a text section."""
         ...
 
+    @property
+    def meta(self) -> ItemMeta | None:
+        """Each item's title, category, price and attributes, when the bundle carries them."""
+        ...
+
     def encode(self, tokens: np.ndarray) -> np.ndarray:
         """tokens (B, T, N_FEATURES) int64 → user vectors (B, D) float32, L2-normalised."""
         ...
@@ -98,6 +104,7 @@ class LoadedBundle:
         popularity: dict[str, list[str]],
         i2i: ItemToItem | None = None,
         text: TextIndexes | None = None,
+        meta: ItemMeta | None = None,
     ) -> None:
         self.directory = directory
         self._manifest = manifest
@@ -107,6 +114,7 @@ class LoadedBundle:
         self._popularity = popularity
         self._i2i = i2i
         self._text = text
+        self._meta = meta
         self._input = manifest.encoder.inputs[0]
         self._output = manifest.encoder.outputs[0]
 
@@ -153,7 +161,9 @@ class LoadedBundle:
                 f"{directory}: the encoder reads search queries but the bundle has no tokenizer "
                 "(the manifest has no text section)"
             )
-        bundle = cls(directory, manifest, vocab, session, index, _read_popularity(directory), i2i, text)
+        popularity = _read_popularity(directory)
+        meta = _read_meta(directory, manifest, vocab)
+        bundle = cls(directory, manifest, vocab, session, index, popularity, i2i, text, meta)
         bundle._check_probe()
         log.info(
             "loaded bundle %d from %s (%d items, dim %d)",
@@ -183,6 +193,10 @@ class LoadedBundle:
     @property
     def text(self) -> TextIndexes | None:
         return self._text
+
+    @property
+    def meta(self) -> ItemMeta | None:
+        return self._meta
 
     def encode(self, tokens: np.ndarray) -> np.ndarray:
         out = self._session.run([self._output], {self._input: np.ascontiguousarray(tokens, dtype=np.int64)})
@@ -271,3 +285,13 @@ def _read_i2i(directory: Path, manifest: Manifest) -> ItemToItem | None:
         return ItemToItem.load(directory / I2I_FILE, manifest.item_count)
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise BundleError(f"{directory}: unreadable {I2I_FILE}: {exc}") from exc
+
+
+def _read_meta(directory: Path, manifest: Manifest, vocab: Vocabulary) -> ItemMeta | None:
+    if manifest.item_meta is None:
+        return None
+    if ITEM_META_FILE not in manifest.files:
+        raise BundleError(
+            f"{directory}: manifest says the bundle has item metadata but does not list {ITEM_META_FILE}"
+        )
+    return ItemMeta.load(directory / ITEM_META_FILE, vocab.item_ids.tolist(), manifest.item_meta.attributes)

@@ -15,6 +15,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from index.features import Event
 from index.text import MAX_QUERY_CHARS, normalize_text
 from service.channels import ChannelName
+from service.registry import Trigger
 from service.settings import API_MAX_EVENTS_PER_BATCH, API_MAX_EXCLUDE_IDS, API_MAX_K
 
 
@@ -31,6 +32,7 @@ Scene = Annotated[str, Field(min_length=1, max_length=64)]
 RequestId = Annotated[str, Field(min_length=1, max_length=128)]
 Action = Literal["exposure", "click", "cart", "pay"]
 Source = Literal["model", "cache", "fallback"]
+Include = Literal["meta"]  # what an answer may add to each item on request
 Scenario = Literal["recommendation", "search"]
 # 2100-01-01T00:00:00Z. A later event time is a unit mistake (ms or µs), and the encoder's
 # calendar features cannot represent years past 9999 at all.
@@ -108,6 +110,12 @@ class RecallRequest(_Request):
         description="Unix seconds the request is answered as of (default: now): the query "
         "context's time, and only events before it count, so that logs can be replayed.",
     )
+    include: list[Include] = Field(
+        default_factory=list,
+        max_length=4,
+        description='Extras on each item: "meta" adds the item\'s title, category, price and '
+        "attributes from the served bundle (absent for an item it has none for). Default: none.",
+    )
 
 
 class EventIn(_Request):
@@ -135,6 +143,19 @@ class EventsRequest(_Request):
     events: list[EventIn] = Field(min_length=1, max_length=API_MAX_EVENTS_PER_BATCH)
 
 
+class ItemMetaOut(BaseModel):
+    """What the served bundle's catalog says about an item (``index.item_meta``)."""
+
+    title: str = Field(description='The catalog title; "" when it has none.')
+    category: str
+    price: float | None
+    attributes: dict[str, str] = Field(description="The item's other catalog columns that have a value.")
+
+
+def _absent(value: object) -> bool:
+    return value is None
+
+
 class ChannelHit(BaseModel):
     rank: int = Field(description="Rank of the item in this channel's list, from 1.")
     score: float = Field(description="The channel's own score for the item.")
@@ -147,6 +168,10 @@ class RecalledItem(BaseModel):
         default_factory=dict,
         description="The channels that proposed the item; empty for padding that fills the answer "
         "up to k from the popularity list.",
+    )
+    # Left out of the body unless asked for (``include``), so answers read as before.
+    meta: ItemMetaOut | None = Field(
+        default=None, exclude_if=_absent, description='With include ["meta"]: the item\'s metadata.'
     )
 
 
@@ -178,6 +203,9 @@ class EventsAccepted(BaseModel):
 class SessionItem(BaseModel):
     item_id: str
     action: str
+    meta: ItemMetaOut | None = Field(
+        default=None, exclude_if=_absent, description="With include=meta: the item's metadata."
+    )
 
 
 class SessionOut(BaseModel):
@@ -188,7 +216,7 @@ class SessionOut(BaseModel):
     # Left out of the body when None, so a session outside search reads as it did before search.
     query: str | None = Field(
         default=None,
-        exclude_if=lambda query: query is None,
+        exclude_if=_absent,
         description="The session's search text, normalised; absent outside search.",
     )
 
@@ -236,6 +264,18 @@ class FailedVersionOut(BaseModel):
     )
 
 
+class SwapOut(BaseModel):
+    at: float = Field(description="Unix seconds.")
+    version: int = Field(description="The version swapped in, or the one that failed to load.")
+    previous_version: int | None = Field(description="The version served when it happened.")
+    outcome: Literal["swapped", "failed"]
+    trigger: Trigger = Field(
+        description="start: the first load; watcher: a poll (a pin another process shared "
+        "included); the others: that admin action."
+    )
+    reason: str | None = Field(description="Why the load failed; null for a swap.")
+
+
 class ServingState(BaseModel):
     """What an instance serves and why, for operators."""
 
@@ -244,6 +284,39 @@ class ServingState(BaseModel):
     previous_version: int | None = Field(description="Version served before; the first rollback target.")
     versions: list[int] = Field(description="Complete bundle versions under the bundle root, ascending.")
     failed: list[FailedVersionOut] = Field(description="Versions that failed their last load.")
+    swaps: list[SwapOut] = Field(
+        default_factory=list, description="This instance's recent swaps and failed loads, newest first."
+    )
+
+
+class NeighbourOut(BaseModel):
+    item_id: str
+    weight: float = Field(description="The co-occurrence weight w(item, neighbour).")
+    meta: ItemMetaOut | None
+
+
+class CodeOut(BaseModel):
+    code: str = Field(description='The attribute values, "attribute=value + attribute=value".')
+    granularity: Literal["coarse", "medium", "fine"]
+    logprob: float = Field(description="The product side's log-probability of the code for the item.")
+
+
+class ItemOut(BaseModel):
+    """One item as the served bundle knows it."""
+
+    item_id: str
+    bundle_version: int
+    meta: ItemMetaOut | None = Field(description="null: the bundle carries no item metadata.")
+    neighbours: list[NeighbourOut] = Field(
+        description="Its i2i neighbours, strongest first; empty without an i2i table."
+    )
+    sid: list[int] | None = Field(
+        description="Its semantic ID (one value per level); null without the sid channel or when "
+        "the item has none."
+    )
+    codes: list[CodeOut] | None = Field(
+        description="The gram codes it is indexed under, likeliest first; null without the gram channel."
+    )
 
 
 class Problem(BaseModel):

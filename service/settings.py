@@ -221,6 +221,11 @@ class Settings(BaseSettings):
         default=None,
         description="Bearer token for /v1/admin/*; unset disables the admin endpoints (403).",
     )
+    console_enabled: bool = Field(
+        default=False,
+        description="Serve the read-only retrieval console at /ui (docs/console.md); its admin buttons "
+        "still need admin_token.",
+    )
     instance_name: str = Field(
         default_factory=default_instance_name,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$",

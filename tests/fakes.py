@@ -37,6 +37,7 @@ from index.bundle import (
 )
 from index.features import COL, ITEM, N_FEATURES, Event, build_tokens, group_sessions, stack_left_padded
 from index.i2i import I2I_FILE, ItemToItem
+from index.item_meta import ItemMeta
 from index.vocab import ITEM_OFFSET, Vocabulary
 from service.app import create_app
 from service.metrics import Metrics
@@ -94,10 +95,11 @@ class FakeBundle:
         channels: ChannelsSpec | None = None,
         i2i: ItemToItem | None = None,
         text: TextIndexes | None = None,
+        meta: ItemMeta | None = None,
     ) -> None:
-        """``channels`` None: a legacy bundle (nsp alone). ``i2i`` and ``text`` are served as
-        given, unchecked (``LoadedBundle`` would validate them), so a test can hand a channel a
-        broken table."""
+        """``channels`` None: a legacy bundle (nsp alone). ``i2i``, ``text`` and ``meta`` are
+        served as given, unchecked (``LoadedBundle`` would validate them), so a test can hand a
+        channel a broken table."""
         rng = np.random.default_rng(seed)
         self._vocab = make_vocab(n_items)
         self.item_vectors = unit_rows(rng, n_items, dim)
@@ -112,10 +114,12 @@ class FakeBundle:
                 "files": {},
                 "channels": channels.model_dump() if channels is not None else None,
                 "text": text.spec.model_dump() if text is not None else None,
+                "item_meta": {"attributes": meta.attribute_names} if meta is not None else None,
             }
         )
         self._i2i = i2i
         self._text = text
+        self._meta = meta
         self.encode_calls = 0
         self.search_ks: list[int] = []
 
@@ -138,6 +142,10 @@ class FakeBundle:
     @property
     def text(self) -> TextIndexes | None:
         return self._text
+
+    @property
+    def meta(self) -> ItemMeta | None:
+        return self._meta
 
     def encode(self, tokens: np.ndarray) -> np.ndarray:
         self.encode_calls += 1

@@ -235,6 +235,17 @@ def test_redis_password_stays_out_of_the_config(
         assert "secretKeyRef" in env["NSP_ADMIN_TOKEN"]["valueFrom"]
 
 
+@pytest.mark.parametrize("enabled", [None, True])
+def test_the_console_is_off_unless_the_values_turn_it_on(
+    enabled: bool | None, service_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values = {} if enabled is None else {"settings": {"consoleEnabled": enabled}}
+    for variable, value in server_environment(render(values)).items():
+        monkeypatch.setenv(variable, value)
+    app = create_app(Settings())
+    assert answers_get(app, "/ui") is bool(enabled)
+
+
 def test_the_setting_name_check_can_fail() -> None:
     manifests = render({"extraSettings": {"NSP_NOT_A_SETTING": "1"}})
     assert unknown_setting_names(server_environment(manifests)) == {"NSP_NOT_A_SETTING"}

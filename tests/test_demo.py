@@ -1,10 +1,11 @@
 """`make run`'s serving half for real: `nsprecall demo` on an existing bundle starts its own
-redis-server, seeds it, prints a recommendation and a search curl that work, and takes that
-redis-server down with it."""
+redis-server, seeds it, prints a recommendation and a search curl that work and the console's
+address with an admin token that works, and takes that redis-server down with it."""
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -25,7 +26,7 @@ def test_demo_prints_working_curls_and_cleans_up(
     (tmp_path / "demo").mkdir()
     shutil.copytree(search_world, tmp_path / "demo" / "data")
     shutil.copytree(search_bundle_root / "1", tmp_path / "bundles" / "1")
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "NSP_REDIS_URL")}
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "NSP_REDIS_URL", "NSP_ADMIN_TOKEN")}
     port = free_port()
     args = [*CLI, "demo", "--demo-dir", str(tmp_path / "demo"), "--bundles", str(tmp_path / "bundles")]
     process = subprocess.Popen(
@@ -40,10 +41,13 @@ def test_demo_prints_working_curls_and_cleans_up(
         assert process.stdout is not None
         deadline = time.monotonic() + 120
         curls: list[str] = []
-        while time.monotonic() < deadline and len(curls) < 2:
+        console = ""
+        while time.monotonic() < deadline and not (len(curls) == 2 and console):
             line = process.stdout.readline()
             if "curl" in line:
                 curls.append(line)
+            elif "console" in line:
+                console = line
         assert len(curls) == 2, "demo never printed its two curls"
         recommend, search = (answer(line) for line in curls)
         assert recommend["source"] == "model" and recommend["bundle_version"] == 1
@@ -55,6 +59,15 @@ def test_demo_prints_working_curls_and_cleans_up(
         summary = httpx.get(f"{base}/v1/bundle", timeout=10).json()
         assert summary["query_pieces"] > 0 and summary["text"]["bm25"] and summary["text"]["dense"]
         assert "search:exclude_seen" in summary["channels"]["fusion"]
+        # The console is on, with a fresh admin token printed beside its address.
+        found = re.search(r"(http://\S+/ui) \(admin token: (\S+)\)", console)
+        assert found, f"no console address in {console!r}"
+        page = httpx.get(found.group(1), timeout=10)
+        assert page.status_code == 200 and "console.js" in page.text
+        admin = f"{base}/v1/admin/bundle"
+        assert httpx.get(admin, timeout=10).status_code == 401
+        authorized = httpx.get(admin, headers={"Authorization": f"Bearer {found.group(2)}"}, timeout=10)
+        assert authorized.status_code == 200 and authorized.json()["version"] == 1
         redis_children = subprocess.run(
             ["pgrep", "-P", str(process.pid), "redis-server"], capture_output=True
         )

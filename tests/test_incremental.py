@@ -12,6 +12,7 @@ from cli_helpers import run_cli
 
 from index import bundle
 from index.features import stack_left_padded
+from index.item_meta import ITEM_META_FILE, ItemMeta
 from index.vocab import ITEM_OFFSET, Vocabulary
 from model_export.incremental import RoundState, grow_model, user_bucket
 from model_export.model import Encoder, NSPConfig, NSPModel
@@ -118,6 +119,14 @@ def test_rounds_grow_the_vocabulary_publish_with_lineage_and_prune(
     assert second.item_count == first.item_count + len(arriving)
     grown = Vocabulary.load(root / "2")
     assert set(arriving) <= set(grown.item_ids.tolist())
+    # The round's item metadata covers the grown vocabulary: the arrivals have their catalog rows.
+    assert second.item_meta is not None
+    meta = ItemMeta.load(root / "2" / ITEM_META_FILE, grown.item_ids.tolist(), second.item_meta.attributes)
+    titles = pd.read_csv(world / "catalog.csv", dtype={"item_id": str}).set_index("item_id")["title"]
+    for item in arriving:
+        label = grown.item_index(item)
+        info = meta.of(label) if label is not None else None
+        assert info is not None and info.title == titles[item]
 
     out = run_cli(
         "rounds", "--data", str(world), *common, "--keep", "2", "--force", "--every", "0", "--count", "2"

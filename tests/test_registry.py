@@ -20,6 +20,7 @@ from service.registry import (
     BundleWatcher,
     FailedVersion,
     NothingToRollBack,
+    RegistryState,
     UnknownVersion,
     settle_memory,
 )
@@ -579,3 +580,43 @@ def test_settling_freezes_survivors_and_frees_cycles_an_earlier_settle_froze() -
         assert alive() is None
     finally:
         gc.unfreeze()
+
+
+def _swaps(state: RegistryState) -> list[tuple[object, ...]]:
+    return [(s.version, s.previous_version, s.outcome, s.trigger, s.reason) for s in state.swaps]
+
+
+async def test_swaps_and_failed_loads_are_remembered_newest_first_with_their_trigger(tmp_path: Path) -> None:
+    loader = Loader()
+    loader.broken = {3}
+    for version in (1, 3):
+        publish(tmp_path, version)
+    registry = BundleRegistry(tmp_path, loader)
+    await registry.refresh("start")  # 3 fails, 1 is served
+    publish(tmp_path, 4)
+    await registry.reload()  # 4 swapped in
+    await registry.unpin()  # nothing newer: nothing recorded
+    await registry.pin(1)
+    reason = f"{tmp_path / '3'}: checksum mismatch for encoder.onnx"
+    assert _swaps(await registry.state()) == [
+        (1, 4, "swapped", "pin", None),
+        (4, 1, "swapped", "reload", None),
+        (1, None, "swapped", "start", None),
+        (3, None, "failed", "start", reason),
+    ]
+
+
+async def test_the_swap_history_keeps_the_newest_fifty(tmp_path: Path) -> None:
+    loader = Loader()
+    loader.broken = {2}
+    for version in (1, 2):
+        publish(tmp_path, version)
+    registry = BundleRegistry(tmp_path, loader)
+    await registry.refresh()  # 2 fails, 1 served: two entries
+    for _ in range(60):  # an operator insisting: each pin fails and is recorded
+        with pytest.raises(BundleLoadFailed):
+            await registry.pin(2)
+    swaps = (await registry.state()).swaps
+    assert len(swaps) == 50
+    assert all((s.version, s.outcome, s.trigger) == (2, "failed", "pin") for s in swaps)
+    assert swaps[0].at >= swaps[-1].at

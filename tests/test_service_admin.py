@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fakes import FakeBundle, serving
+from fakes import FakeBundle, serving, serving_app
 
 from index.bundle import MANIFEST, BundleError
 from service.registry import BundleRegistry
@@ -107,13 +107,19 @@ async def test_rollback_serves_the_previous_version_pinned(tmp_path: Path) -> No
         recall = (await client.post("/v1/recall", json={"user_id": "nobody", "k": 3})).json()
         metrics = (await client.get("/metrics")).text
     assert response.status_code == 200
-    assert response.json() == {
+    state = response.json()
+    swaps = [{k: v for k, v in swap.items() if k != "at"} for swap in state.pop("swaps")]
+    assert state == {
         "version": 2,
         "pinned": True,
         "previous_version": 3,
         "versions": [1, 2, 3],
         "failed": [],
     }
+    assert swaps == [  # newest first
+        {"version": 2, "previous_version": 3, "outcome": "swapped", "trigger": "rollback", "reason": None},
+        {"version": 3, "previous_version": None, "outcome": "swapped", "trigger": "start", "reason": None},
+    ]
     assert summary["version"] == 2 and summary["pinned"] is True
     assert recall["bundle_version"] == 2
     assert sample(metrics, 'nsp_admin_actions_total{action="rollback",outcome="ok"} 1.0')
@@ -197,3 +203,49 @@ def test_admin_endpoints_are_documented_with_bearer_auth() -> None:
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     for _, path, _ in ENDPOINTS:
         assert path in schema["paths"]
+
+
+async def test_the_serving_state_and_its_swaps_are_public_at_v1_bundles(tmp_path: Path) -> None:
+    """``GET /v1/bundles`` needs no token (none is even configured) and shows each swap and
+    failed load, newest first, with what triggered it."""
+    async with serving_app(tmp_path, registry=registry(tmp_path, [1], broken=frozenset({3}))) as (
+        client,
+        app,
+    ):
+        publish(tmp_path, 2)
+        publish(tmp_path, 3)
+        await app.state.services.registry.refresh()  # the watcher's poll: 3 fails, 2 swaps in
+        response = await client.get("/v1/bundles")
+        admin = await client.get("/v1/admin/bundle")
+    assert admin.status_code == 403  # the admin twin stays closed
+    assert response.status_code == 200
+    state = response.json()
+    swaps = state.pop("swaps")
+    assert state == {
+        "version": 2,
+        "pinned": False,
+        "previous_version": 1,
+        "versions": [1, 2, 3],
+        "failed": [{"version": 3, "attempts": 1, "retry_in_s": state["failed"][0]["retry_in_s"]}],
+    }
+    assert [{k: v for k, v in swap.items() if k != "at"} for swap in swaps] == [
+        {"version": 2, "previous_version": 1, "outcome": "swapped", "trigger": "watcher", "reason": None},
+        {
+            "version": 3,
+            "previous_version": 1,
+            "outcome": "failed",
+            "trigger": "watcher",
+            "reason": f"{tmp_path / '3'}: checksum mismatch for encoder.onnx",
+        },
+        {"version": 1, "previous_version": None, "outcome": "swapped", "trigger": "start", "reason": None},
+    ]
+    assert swaps[0]["at"] >= swaps[1]["at"] >= swaps[2]["at"] > 1.7e9  # unix seconds
+
+
+async def test_v1_bundles_matches_the_admin_state(tmp_path: Path) -> None:
+    async with serving(tmp_path, registry=registry(tmp_path, [1, 2]), admin_token=TOKEN) as client:
+        await client.put("/v1/admin/pin", json={"version": 1}, headers=AUTH)
+        public = (await client.get("/v1/bundles")).json()
+        admin = (await client.get("/v1/admin/bundle", headers=AUTH)).json()
+    assert public == admin
+    assert public["pinned"] is True and public["swaps"][0]["trigger"] == "pin"

@@ -26,7 +26,7 @@ def item_texts(catalog: pd.DataFrame, vocab: Vocabulary) -> list[str]:
         columns.remove("title")
         columns.insert(0, "title")
     texts = (
-        pd.concat([_as_text(catalog[c]) for c in columns], axis=1).agg(" ".join, axis=1) if columns else None
+        pd.concat([as_text(catalog[c]) for c in columns], axis=1).agg(" ".join, axis=1) if columns else None
     )
     by_id = (
         dict(zip(catalog["item_id"].astype(str), texts.tolist(), strict=True)) if texts is not None else {}
@@ -34,7 +34,7 @@ def item_texts(catalog: pd.DataFrame, vocab: Vocabulary) -> list[str]:
     return [normalize_text(by_id.get(str(item), "")) for item in vocab.item_ids.tolist()]
 
 
-def _as_text(column: pd.Series) -> pd.Series:
+def as_text(column: pd.Series) -> pd.Series:
     """A catalog column as words: empty for missing values, and a numeric column that pandas
     read as floats because of them (sizes "42", "43") without a trailing ".0"."""
     if pd.api.types.is_float_dtype(column):
