@@ -1,7 +1,8 @@
 """The retrieval console, ``GET /ui``: static pages over the read-only v1 API (docs/console.md).
 
-The console is one HTML page, one stylesheet and one script, shipped as package files under
-``static/`` and served as they are: no build step, nothing fetched from elsewhere. The page
+The console is one HTML page, one stylesheet and native JavaScript modules (``console.js`` the
+entry, importing the others by relative path), shipped as package files under ``static/`` and
+served as they are: no build step, no bundler, nothing fetched from elsewhere. The page
 reads the public API from the browser (sessions, recall, items, bundles, ``/metrics``) and
 writes nothing except through the token-guarded ``/v1/admin/*`` endpoints, with a token the
 operator types in. Mounted by ``create_app`` only when ``Settings.console_enabled``.
@@ -21,14 +22,26 @@ from fastapi import APIRouter, Request, Response
 from starlette.exceptions import HTTPException
 
 INDEX = "index.html"
-# Every file the console serves, with its content type; nothing else under /ui/static/.
+JAVASCRIPT = "text/javascript; charset=utf-8"
+# Every file the console serves, with its content type; nothing else under /ui/static/. The script
+# is native ES modules: console.js is the entry the page loads, the others it imports by relative
+# path; a browser runs a module only when it is served with a JavaScript content type.
 ASSETS = {
     INDEX: "text/html; charset=utf-8",
     "console.css": "text/css; charset=utf-8",
-    "console.js": "text/javascript; charset=utf-8",
+    "console.js": JAVASCRIPT,  # entry: routing and navigation
+    "api.js": JAVASCRIPT,  # fetch helper, API errors
+    "route.js": JAVASCRIPT,  # hash routes
+    "dom.js": JAVASCRIPT,  # element builders: data as text only
+    "user.js": JAVASCRIPT,
+    "item.js": JAVASCRIPT,
+    "bundle.js": JAVASCRIPT,  # incl. the admin actions
+    "metrics.js": JAVASCRIPT,  # Prometheus histograms, percentiles
+    "latency.js": JAVASCRIPT,
 }
 # The page loads only its own files and talks only to this origin: a title that slipped past the
-# script's escaping still could not run inline code or load anything from elsewhere.
+# script's escaping still could not run inline code or load anything from elsewhere. 'self' covers
+# the entry module and every module it imports (same origin).
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
