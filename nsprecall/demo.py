@@ -58,7 +58,7 @@ def build_bundle(demo_dir: Path, bundle_root: Path) -> None:
         generate_search_world(SynthConfig(n_users=DEMO_USERS, n_items=DEMO_ITEMS, n_days=DEMO_DAYS), data)
     if latest_version(bundle_root) is not None and not fresh:
         return
-    log.info("training the demo model and its channels (10-20 minutes on 2 cores, the first time only)")
+    log.info("training the demo model and its channels (about 30 minutes on 2 cores, the first time only)")
     summary = run(data / "events.csv", data / "catalog.csv", demo_dir / "run", TrainConfig())
     print_quality(summary)
     publish(demo_dir / "run", bundle_root)
