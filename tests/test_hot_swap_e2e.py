@@ -29,6 +29,7 @@ from cli_helpers import metric, serve_process, wait_until
 from recall_load import RecallLoad
 
 from index.bundle import ENCODER_FILE, POPULARITY_FILE, PROBE_FILE, commit, read_manifest, staging
+from index.item_meta import ITEM_META_FILE
 from index.vocab import ITEMS_FILE, VOCAB_FILE, Vocabulary
 
 ADMIN_TOKEN = "e2e-admin-token-0123456789"
@@ -59,6 +60,10 @@ def publish_copy(source: Path, root: Path, version: int, fault: Fault | None = N
         (stage / ITEMS_FILE).unlink()
         (stage / VOCAB_FILE).unlink()
         dataclasses.replace(vocab, item_ids=ids).save(stage)
+        if ITEM_META_FILE in manifest.files:  # its ids must equal the id map's
+            meta = json.loads((source / ITEM_META_FILE).read_text())
+            meta["item_ids"] = ids.tolist()
+            (stage / ITEM_META_FILE).write_text(json.dumps(meta))
         popularity = json.loads((source / POPULARITY_FILE).read_text())
         rewritten = {scene: [prefix + item for item in items] for scene, items in popularity.items()}
         (stage / POPULARITY_FILE).write_text(json.dumps(rewritten))

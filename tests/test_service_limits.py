@@ -250,18 +250,22 @@ async def test_event_times_past_2100_are_refused(tmp_path: Path) -> None:
     assert after.status_code == 422 and millis.status_code == 422
 
 
+def _bounded_string(spec: dict[str, Any]) -> bool:
+    """A length limit, or one of listed values (an enum, or a const: a one-value Literal)."""
+    return "maxLength" in spec or "enum" in spec or "const" in spec
+
+
 def test_every_string_field_of_a_request_is_bounded(tmp_path: Path) -> None:
     schema = create_app(Settings(bundle_root=tmp_path, redis_url=None)).openapi()
     unbounded = []
     for name, model in schema["components"]["schemas"].items():
         for field, spec in model.get("properties", {}).items():
             for option in spec.get("anyOf", [spec]):
-                if option.get("type") == "string" and "maxLength" not in option and "enum" not in option:
+                if option.get("type") == "string" and not _bounded_string(option):
                     unbounded.append(f"{name}.{field}")
                 items = option.get("items", {})
                 if option.get("type") == "array" and (
-                    "maxItems" not in option
-                    or (items.get("type") == "string" and "maxLength" not in items and "enum" not in items)
+                    "maxItems" not in option or (items.get("type") == "string" and not _bounded_string(items))
                 ):
                     unbounded.append(f"{name}.{field}[]")
     requests = {"RecallRequest", "EventsRequest", "EventIn", "PinRequest"}
