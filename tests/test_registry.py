@@ -13,6 +13,7 @@ import pytest
 from fakes import FakeBundle, write_real_bundle
 
 from index.bundle import MANIFEST, SERVING_DIR, BundleError, list_versions
+from service import registry as registry_module
 from service.pin_file import PinFile
 from service.registry import (
     BundleLoadFailed,
@@ -606,17 +607,21 @@ async def test_swaps_and_failed_loads_are_remembered_newest_first_with_their_tri
     ]
 
 
-async def test_the_swap_history_keeps_the_newest_fifty(tmp_path: Path) -> None:
+async def test_the_swap_history_keeps_only_the_newest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A short history: every failed load collects garbage, seconds in a full test session at 50.
+    monkeypatch.setattr(registry_module, "SWAP_HISTORY", 4)
     loader = Loader()
     loader.broken = {2}
     for version in (1, 2):
         publish(tmp_path, version)
     registry = BundleRegistry(tmp_path, loader)
     await registry.refresh()  # 2 fails, 1 served: two entries
-    for _ in range(60):  # an operator insisting: each pin fails and is recorded
+    for _ in range(6):  # an operator insisting: each pin fails and is recorded
         with pytest.raises(BundleLoadFailed):
             await registry.pin(2)
     swaps = (await registry.state()).swaps
-    assert len(swaps) == 50
+    assert len(swaps) == 4
     assert all((s.version, s.outcome, s.trigger) == (2, "failed", "pin") for s in swaps)
     assert swaps[0].at >= swaps[-1].at
