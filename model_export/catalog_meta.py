@@ -10,16 +10,14 @@ vocabulary, no title, price or attributes.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
-from index.item_meta import ITEM_META_FILE, ItemMeta
+from index.item_meta import ItemMeta
 from index.vocab import Vocabulary
-from model_export.text.corpus import as_text
+from model_export.text.corpus import NON_TEXT_COLUMNS, as_text
 
-OWN_COLUMNS = ("item_id", "category", "price", "title")
-NOT_ATTRIBUTES = frozenset({*OWN_COLUMNS, "first_day"})
+# The columns with a field of their own, or none: the text channels' non-text columns and the title.
+NOT_ATTRIBUTES = NON_TEXT_COLUMNS | {"title"}
 
 
 def catalog_meta(catalog: pd.DataFrame, vocab: Vocabulary) -> ItemMeta:
@@ -41,10 +39,3 @@ def catalog_meta(catalog: pd.DataFrame, vocab: Vocabulary) -> ItemMeta:
         prices=price.tolist(),
         attributes={str(name): as_text(rows[name]).tolist() for name in names},
     )
-
-
-def write_catalog_meta(catalog: pd.DataFrame, vocab: Vocabulary, out_dir: Path) -> Path:
-    """``catalog_meta`` saved as ``ITEM_META_FILE`` in ``out_dir``; returns its path."""
-    path = out_dir / ITEM_META_FILE
-    catalog_meta(catalog, vocab).save(path, vocab.item_ids.tolist())
-    return path
