@@ -519,7 +519,7 @@ async def measure_in_process(
     raw = aioredis.Redis.from_url(REDIS_URL)
     picks = pick_users(users, repeats)
     manifest = bundle.manifest
-    limit = Settings.model_fields["store_max_events"].default
+    limit = Settings.model_fields["history_sessions"].default
 
     fetch = []
     for user in picks:
@@ -647,7 +647,7 @@ async def compare_paths(
         metrics = Metrics()  # one per variant: its channel and stage timings stay apart
         channels = standard_channels(executor, metrics)
         return RecallPipeline(
-            store, channels, metrics, history_limit=limit, channel_timeout_s=timeout_s
+            store, channels, metrics, history_sessions=limit, channel_timeout_s=timeout_s
         ), metrics
 
     def query(i: int, name: str) -> RecallQuery:

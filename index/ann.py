@@ -74,20 +74,43 @@ class ItemIndex:
             found += len(np.intersect1d(got, want, assume_unique=True))
         return found / (k * len(exact))
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, allowed: Callable[[int], bool] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(labels, scores), each (B, k'), best first; k' = min(k, count).
 
         Scores are similarities (higher is better) for ``ip``/``cosine``, negated squared
-        distances for ``l2``.
+        distances for ``l2``. ``allowed``: hnswlib's own filter, asked of each candidate label
+        during the search; raises RuntimeError when the search finds fewer than k' it allows.
         """
         k = min(k, self.count)
         if k == 0:
             empty = np.zeros((len(queries), 0))
             return empty.astype(np.int64), empty.astype(np.float32)
         # hnswlib searches with max(ef, k) itself, so a large k never needs a (shared) set_ef.
-        labels, distances = self._index.knn_query(np.ascontiguousarray(queries, dtype=np.float32), k=k)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        labels, distances = self._index.knn_query(queries, k=k, filter=allowed)
         scores = -distances if self.params.space == "l2" else 1.0 - distances
         return labels.astype(np.int64), scores.astype(np.float32)
+
+    def search_excluding(
+        self, vector: np.ndarray, k: int, excluded: frozenset[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``search_excluding`` over this index, choosing how (docs/architecture.md, request cost).
+
+        While ``k + len(excluded)`` fits in ef_search, asking for that many costs what an
+        unfiltered search costs (hnswlib searches ef candidates either way), so it over-fetches.
+        Beyond, over-fetching grows the search with every excluded item, while hnswlib's filter
+        keeps it at about ef whatever the exclusions (measured in docs/benchmarks/request_curves.md):
+        it filters inside the search, and over-fetches only if that finds fewer than k.
+        """
+        if k + len(excluded) <= max(self.params.ef_search, k):
+            return search_excluding(self.search, self.count, vector, k, excluded)
+        try:
+            labels, scores = self.search(vector, k, allowed=lambda label: label not in excluded)
+        except RuntimeError:  # fewer than k allowed found: the catalog is nearly all excluded
+            return search_excluding(self.search, self.count, vector, k, excluded)
+        return labels[0], scores[0]
 
 
 def search_excluding(

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from index.ann import ItemIndex, search_excluding
+from index.ann import ItemIndex
 from index.bundle import DenseSpec
 from index.onnx_options import serving_session_options
 from index.probe import verify_probe
@@ -78,7 +78,7 @@ class DenseText:
         if length == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         vector = self.encode(ids[:, :length])  # (1, D); padding changes nothing but the work
-        return search_excluding(self._index.search, self._index.count, vector, k, excluded)
+        return self._index.search_excluding(vector, k, excluded)
 
     def _check_probe(self, path: Path) -> None:
         out = verify_probe(

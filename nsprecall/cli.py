@@ -215,6 +215,42 @@ def _serve(args: argparse.Namespace) -> None:
     serve(Settings(**overrides), seed_events=args.seed_events, seed_users=args.seed_users)
 
 
+def _store_migrate(args: argparse.Namespace) -> None:
+    import asyncio
+
+    from service.redis_client import bounded_redis_from_settings
+    from service.settings import Settings
+    from service.store import StoreUnavailable
+    from service.store_migrate import migrate
+
+    from pydantic import ValidationError
+
+    try:
+        settings = Settings(store_timeout_s=args.timeout)
+    except ValidationError as exc:
+        raise SystemExit(f"store-migrate: bad settings (--timeout or NSP_* variables): {exc}") from exc
+    if settings.redis_url is None:
+        raise SystemExit("store-migrate: set NSP_REDIS_URL to the session store to migrate")
+    redis = bounded_redis_from_settings(settings, None, "session_store")
+
+    async def run() -> None:
+        try:
+            done = await migrate(
+                redis, settings.store_key_prefix, settings.store_max_events, settings.store_ttl_seconds
+            )
+        finally:
+            await redis.close()
+        print(
+            f"migrated {done.users} users, {done.events} events"
+            f" ({done.skipped_values} malformed values dropped)"
+        )
+
+    try:
+        asyncio.run(run())
+    except StoreUnavailable as exc:
+        raise SystemExit(f"store-migrate: {exc} (raise --timeout if Redis is slow, then run it again)") from exc
+
+
 def _demo(args: argparse.Namespace) -> None:
     from nsprecall.demo import run_demo
 
@@ -375,6 +411,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--every", type=float, required=True, help="seconds between round starts")
             p.add_argument("--count", type=int, default=0, help="stop after this many rounds (0: never)")
         p.set_defaults(func=func)
+
+    p = sub.add_parser(
+        "store-migrate",
+        help="rewrite session-store lists of the format before session records (settings from NSP_*)",
+    )
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds each Redis call may take")
+    p.set_defaults(func=_store_migrate)
 
     for name, func, help_text in (
         ("serve", _serve, "serve /v1/recall (settings from NSP_* environment variables)"),

@@ -249,7 +249,7 @@ def create_app(
                     settings.gram_max_codes,
                 ),
                 metrics,
-                history_limit=settings.store_max_events,
+                history_sessions=settings.history_sessions,
                 channel_timeout_s=settings.channel_timeout_s,
             )
             if settings.nearline_enabled:

@@ -86,6 +86,13 @@ class Bundle(Protocol):
         """(labels, scores), each (B, min(k, item count)), best first; labels index vocab.item_ids."""
         ...
 
+    def search_excluding(
+        self, vector: np.ndarray, k: int, excluded: frozenset[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The top-k (labels, scores) for ``vector`` (1, D) not in ``excluded``, best first:
+        exactly min(k, item count - excluded in the catalog) (``ItemIndex.search_excluding``)."""
+        ...
+
     def fallback(self, scene: str) -> list[str]:
         """Most popular item ids for the scene (all scenes if the scene has no list), best first."""
         ...
@@ -204,6 +211,11 @@ class LoadedBundle:
 
     def search(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         return self._index.search(vectors, k)
+
+    def search_excluding(
+        self, vector: np.ndarray, k: int, excluded: frozenset[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return self._index.search_excluding(vector, k, excluded)
 
     def fallback(self, scene: str) -> list[str]:
         return self._popularity.get(scene) or self._popularity[ALL_SCENES]

@@ -55,7 +55,17 @@ class Settings(BaseSettings):
         default=500,
         gt=0,
         le=API_MAX_HISTORY_EVENTS,
-        description="Most recent events kept per user, and read by each recall (its history).",
+        description="Most recent events kept per user (the oldest whole sessions go first); "
+        "exclude_seen drops every item they met.",
+    )
+    history_sessions: int = Field(
+        default=32,
+        gt=0,
+        le=1000,
+        # The encoder reads 20 sessions, i2i the last 10 engaged ones; 32 leaves the history
+        # channel a month of daily visits while keeping a recall's read bounded.
+        description="Most recent sessions a recall reads (what the channels see); exclusions "
+        "still cover every stored item.",
     )
     store_ttl_seconds: int = Field(
         default=30 * 86400, gt=0, description="A user's events expire this long after their last write."

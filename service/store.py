@@ -1,9 +1,12 @@
-"""The session store: each user's recent events, newest first (design §3.3).
+"""The session store: each user's recent events, grouped by request session (design §3.3).
 
-``SessionStore`` is the protocol the service uses. ``RedisSessionStore`` is the real one;
-``InMemorySessionStore`` has the same semantics, for unit tests and as the embedded default
-when no Redis is configured. Per user the store keeps a capped list of the last
-``max_events`` events that expires ``ttl_seconds`` after the user's last write.
+``SessionStore`` is the protocol the service uses. ``RedisSessionStore`` is the real one (its
+layout: ``service.session_records``); ``InMemorySessionStore`` has the same semantics, for unit
+tests and as the embedded default when no Redis is configured. Per user the store keeps the
+events of the user's latest request sessions, at most ``max_events`` of them (the oldest whole
+sessions go first), and the set of items those events met; both expire ``ttl_seconds`` after
+the user's last write. A recall reads only the newest sessions it needs and, when it excludes
+seen items, the seen set: its cost does not grow with the rest of the history.
 
 Every store failure surfaces as ``StoreUnavailable``; callers never see a driver exception.
 """
@@ -12,12 +15,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
-
-import orjson
 
 from index.features import Event
 from service.breaker import CircuitBreaker
@@ -28,6 +29,18 @@ from service.redis_client import (
     RedisUnavailable,
     bounded_redis_from_settings,
 )
+from service.session_records import (
+    APPEND_SCRIPT,
+    COUNT_KEY,
+    LEGACY_KEY,
+    MERGE_SCAN,
+    SEEN_KEY,
+    SESSIONS_KEY,
+    decode_legacy,
+    decode_records,
+    script_args,
+    session_groups,
+)
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,6 +48,14 @@ log = logging.getLogger(__name__)
 
 class StoreUnavailable(Exception):
     """The session store could not be reached, timed out, or refused the command."""
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """What a recall reads of one user."""
+
+    events: list[Event]  # the events of the user's newest sessions, newest first
+    seen: frozenset[str]  # the items of every stored event (empty when not asked for)
 
 
 class SessionStore(Protocol):
@@ -50,8 +71,17 @@ class SessionStore(Protocol):
         """Store a batch (any mix of users); returns how many events were stored."""
         ...
 
+    async def history(
+        self, user_id: str, sessions: int, *, seen: bool = True, seen_before: int | None = None
+    ) -> History:
+        """The events of the user's ``sessions`` most recently written sessions and, with
+        ``seen``, every stored item (only those last met before ``seen_before``, a replay's
+        time, when given); empty for an unknown user. One round trip."""
+        ...
+
     async def recent(self, user_id: str, limit: int) -> list[Event]:
-        """Up to ``limit`` of the user's events, newest first; [] for an unknown user."""
+        """Up to ``limit`` of the user's events, newest first; [] for an unknown user. Reads
+        everything stored: for debugging and tests, not for the request path."""
         ...
 
     async def ping(self) -> bool:
@@ -82,8 +112,23 @@ def user_key(prefix: str, user_id: str, name: str) -> str:
     return f"{prefix}:{{{user_id}}}:{name}"
 
 
+def seen_items(events: Sequence[Event], before: int | None) -> set[str]:
+    return {e.item_id for e in events if before is None or e.ts < before}
+
+
+@dataclass
+class _UserLog:
+    """One user in the in-memory store: what the Redis layout keeps, as Python objects."""
+
+    records: list[tuple[str, list[Event]]]  # (request id, events in arrival order), newest first
+    seen: dict[str, int]  # item → last time met
+    count: int
+    expires: float
+
+
 class InMemorySessionStore:
-    """Process-local store with Redis semantics (cap, TTL, newest first); not persisted.
+    """Process-local store with the Redis layout's semantics (records merged among the newest
+    ``MERGE_SCAN``, the cap by whole oldest sessions, TTL); not persisted.
 
     Not thread-safe: use it from one event loop. Never raises ``StoreUnavailable``.
     """
@@ -97,49 +142,78 @@ class InMemorySessionStore:
         self._max_events = max_events
         self._ttl = ttl_seconds
         self._clock = clock
-        self._lists: dict[str, tuple[deque[Event], float]] = {}  # user → (newest first, expires at)
+        self._users: dict[str, _UserLog] = {}
 
     async def append(self, events: Sequence[Event]) -> int:
         expires = self._clock() + self._ttl
         for user_id, group in by_user(events).items():
-            stored = self._live(user_id) or deque(maxlen=self._max_events)
-            stored.extendleft(group)  # oldest first in, so the newest ends at the head
-            self._lists[user_id] = (stored, expires)
+            log_ = self._live(user_id) or _UserLog([], {}, 0, expires)
+            for request_id, session in session_groups(group).items():
+                match = next((r for r in log_.records[:MERGE_SCAN] if r[0] == request_id), None)
+                if match is None:
+                    log_.records.insert(0, (request_id, list(session)))
+                else:
+                    match[1].extend(session)
+                log_.count += len(session)
+                for event in session:
+                    log_.seen[event.item_id] = max(event.ts, log_.seen.get(event.item_id, event.ts))
+            while log_.count > self._max_events:
+                if len(log_.records) > 1:
+                    log_.count -= len(log_.records.pop()[1])
+                else:
+                    del log_.records[0][1][: log_.count - self._max_events]
+                    log_.count = self._max_events
+            if len(log_.seen) > self._max_events:  # the least recently met go, as ZREMRANGEBYRANK
+                ranked = sorted(log_.seen.items(), key=lambda kv: (kv[1], kv[0]))
+                log_.seen = dict(ranked[-self._max_events :])
+            log_.expires = expires
+            self._users[user_id] = log_
         return len(events)
 
+    async def history(
+        self, user_id: str, sessions: int, *, seen: bool = True, seen_before: int | None = None
+    ) -> History:
+        log_ = self._live(user_id)
+        if log_ is None or sessions <= 0:
+            return History([], frozenset())
+        events = newest_first([e for _, record in log_.records[:sessions] for e in record])
+        items: frozenset[str] = frozenset()
+        if seen:
+            items = frozenset(i for i, ts in log_.seen.items() if seen_before is None or ts < seen_before)
+        return History(events, items)
+
     async def recent(self, user_id: str, limit: int) -> list[Event]:
-        stored = self._live(user_id)
-        if stored is None or limit <= 0:
+        log_ = self._live(user_id)
+        if log_ is None or limit <= 0:
             return []
-        return newest_first(list(stored)[:limit])
+        return newest_first([e for _, record in log_.records for e in record])[:limit]
 
     async def ping(self) -> bool:
         return True
 
     async def close(self) -> None:
-        self._lists.clear()
+        self._users.clear()
 
-    def _live(self, user_id: str) -> deque[Event] | None:
-        entry = self._lists.get(user_id)
+    def _live(self, user_id: str) -> _UserLog | None:
+        entry = self._users.get(user_id)
         if entry is None:
             return None
-        if entry[1] <= self._clock():
-            del self._lists[user_id]
+        if entry.expires <= self._clock():
+            del self._users[user_id]
             return None
-        return entry[0]
+        return entry
 
 
 class RedisSessionStore:
-    """Redis lists, one per user, at ``{prefix}:{{user_id}}:events`` (hash-tagged by user).
+    """Session records in Redis (``service.session_records``), hash-tagged by user.
 
-    Values are compact JSON ``[item_id, ts, action, scene, request_id]``, plus the event's search
-    text as a sixth element when it has one (values of either length are read, so lists written
-    before search stay readable). A batch is written atomically per user (LPUSH oldest→newest,
-    LTRIM, EXPIRE), so readers never see part of a user's events: one MULTI/EXEC for the whole
-    batch on a standalone Redis; on a cluster, where a transaction cannot span hash slots, one
-    Lua script per user, pipelined. Every call is bounded by ``timeout_s`` and goes through
-    ``breaker`` (see ``service.redis_client``); failures raise ``StoreUnavailable``. Safe for
-    concurrent use from one event loop.
+    A batch is written atomically per user by one script (records, seen set, cap, TTL), so
+    readers never see part of a user's events: the scripts of a whole batch in one MULTI/EXEC on
+    a standalone Redis; on a cluster, where a transaction cannot span hash slots, pipelined
+    without one. A read is one pipelined round trip: the newest records, the seen set when asked
+    for, and the user's format-1 list (``LEGACY_KEY``), read and merged while it exists. Every
+    call is bounded by ``timeout_s`` and goes through ``breaker`` (see ``service.redis_client``);
+    failures raise ``StoreUnavailable``. Safe for concurrent use from one event loop.
     """
 
     def __init__(
@@ -166,55 +240,80 @@ class RedisSessionStore:
         self._redis = redis
         log.info("session store: %s at %s", "redis cluster" if redis.cluster else "redis", redis.url)
 
-    def key(self, user_id: str) -> str:
-        return user_key(self._prefix, user_id, "events")
+    def key(self, user_id: str, name: str = SESSIONS_KEY) -> str:
+        return user_key(self._prefix, user_id, name)
 
     async def append(self, events: Sequence[Event]) -> int:
         if not events:
             return 0
         groups = by_user(events)
         try:
-            write = self._write_per_user if self._redis.cluster else self._write
-            await self._redis.run(lambda client: write(client, groups))
+            await self._redis.run(lambda client: self._write(client, groups))
         except RedisUnavailable as exc:
             raise StoreUnavailable(f"session store write failed: {exc}") from exc
         return len(events)
 
     async def _write(self, client: RedisClient, groups: dict[str, list[Event]]) -> None:
-        """One MULTI/EXEC for the whole batch (standalone Redis: every key on one server)."""
-        async with client.pipeline(transaction=True) as pipe:
+        """One script per user; on a standalone Redis all of them in one MULTI/EXEC (every key
+        on one server), on a cluster pipelined without a transaction (one round trip per node)."""
+        async with client.pipeline(transaction=not self._redis.cluster) as pipe:
             for user_id, group in groups.items():
-                key = self.key(user_id)
-                pipe.lpush(key, *(_encode(e) for e in group))
-                pipe.ltrim(key, 0, self._max_events - 1)
-                pipe.expire(key, self._ttl)
+                keys = [self.key(user_id, name) for name in (SESSIONS_KEY, SEEN_KEY, COUNT_KEY)]
+                args = [self._max_events, self._ttl, *script_args(session_groups(group))]
+                pipe.eval(APPEND_SCRIPT, len(keys), *keys, *args)
             await pipe.execute()
 
-    async def _write_per_user(self, client: RedisClient, groups: dict[str, list[Event]]) -> None:
-        """One atomic script per user, pipelined without a transaction (a cluster refuses one
-        that spans slots): one round trip per node, however many users the batch holds."""
-        async with client.pipeline(transaction=False) as pipe:
-            for user_id, group in groups.items():
-                values = (_encode(e) for e in group)
-                pipe.eval(_APPEND_SCRIPT, 1, self.key(user_id), self._max_events, self._ttl, *values)
-            await pipe.execute()
+    async def history(
+        self, user_id: str, sessions: int, *, seen: bool = True, seen_before: int | None = None
+    ) -> History:
+        if sessions <= 0:
+            return History([], frozenset())
+        records, legacy, members = await self._read(user_id, sessions, seen, seen_before)
+        events = self._decode(user_id, records, legacy)
+        items = frozenset(m.decode() if isinstance(m, bytes) else m for m in members)
+        if legacy:  # not migrated yet: its items count as seen; its sessions compete for the window
+            items |= seen_items(events, seen_before) if seen else set()
+            events = _newest_sessions(events, sessions)
+        return History(newest_first(events), items)
 
     async def recent(self, user_id: str, limit: int) -> list[Event]:
         if limit <= 0:
             return []
-        key = self.key(user_id)
+        records, legacy, _ = await self._read(user_id, -1, False, None)
+        return newest_first(self._decode(user_id, records, legacy))[:limit]
+
+    async def _read(
+        self, user_id: str, sessions: int, seen: bool, seen_before: int | None
+    ) -> tuple[list[bytes | str], list[bytes | str], list[bytes | str]]:
+        """The newest ``sessions`` records (-1: all), the format-1 list and the seen ids."""
+        max_events = self._max_events
+
+        async def read(client: RedisClient) -> list[list[bytes | str]]:
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.lrange(self.key(user_id), 0, sessions - 1 if sessions > 0 else -1)
+                pipe.lrange(self.key(user_id, LEGACY_KEY), 0, max_events - 1)
+                if seen and seen_before is None:
+                    pipe.zrange(self.key(user_id, SEEN_KEY), 0, -1)
+                elif seen:
+                    pipe.zrangebyscore(self.key(user_id, SEEN_KEY), "-inf", f"({seen_before}")
+                answers: list[list[bytes | str]] = await pipe.execute()
+                return answers
+
         try:
-            raw: list[bytes | str] = await self._redis.run(lambda client: _lrange(client, key, limit))
+            answers = await self._redis.run(read)
         except RedisUnavailable as exc:
             raise StoreUnavailable(f"session store read failed: {exc}") from exc
-        events = []
-        for value in raw:
-            event = _decode(user_id, value)
-            if event is not None:
+        return answers[0], answers[1], answers[2] if seen else []
+
+    def _decode(self, user_id: str, records: list[bytes | str], legacy: list[bytes | str]) -> list[Event]:
+        events = decode_records(user_id, records)
+        parsed = len(events)
+        for value in legacy:
+            if (event := decode_legacy(user_id, value)) is not None:
                 events.append(event)
-        if len(events) < len(raw):
-            log.warning("skipped %d malformed session-store values", len(raw) - len(events))
-        return newest_first(events)
+        if len(events) - parsed < len(legacy):
+            log.warning("skipped %d malformed session-store values", len(legacy) - (len(events) - parsed))
+        return events
 
     async def ping(self) -> bool:
         return await self._redis.ping()
@@ -223,38 +322,13 @@ class RedisSessionStore:
         await self._redis.close()
 
 
-async def _lrange(client: RedisClient, key: str, limit: int) -> list[bytes | str]:
-    values: list[bytes | str] = await client.lrange(key, 0, limit - 1)
-    return values
-
-
-# LPUSH (values oldest → newest), LTRIM and EXPIRE of one user's list, atomic as a script.
-# ARGV: max events, TTL seconds, then the values.
-_APPEND_SCRIPT = """
-redis.call('LPUSH', KEYS[1], unpack(ARGV, 3))
-redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[1]) - 1)
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-return 1
-"""
-
-
-def _encode(event: Event) -> bytes:
-    fields: list[object] = [event.item_id, event.ts, event.action, event.scene, event.request_id]
-    if event.query:  # most events carry none; values from before search have five elements
-        fields.append(event.query)
-    return orjson.dumps(fields)
-
-
-def _decode(user_id: str, value: bytes | str) -> Event | None:
-    try:
-        fields = orjson.loads(value)
-        if not isinstance(fields, list) or len(fields) not in (5, 6):
-            return None
-        item_id, ts, action, scene, request_id = fields[:5]
-        query = str(fields[5]) if len(fields) == 6 else ""
-        return Event(user_id, str(item_id), int(ts), str(action), str(scene), str(request_id), query)
-    except (orjson.JSONDecodeError, TypeError, ValueError):
-        return None
+def _newest_sessions(events: list[Event], sessions: int) -> list[Event]:
+    """The events of the ``sessions`` request ids met most recently."""
+    latest: dict[str, int] = {}
+    for event in events:
+        latest[event.request_id] = max(event.ts, latest.get(event.request_id, event.ts))
+    kept = set(sorted(latest, key=lambda r: -latest[r])[:sessions])
+    return [e for e in events if e.request_id in kept]
 
 
 def store_from_settings(settings: Settings, metrics: Metrics | None = None) -> SessionStore:

@@ -22,7 +22,7 @@ import httpx
 import numpy as np
 from fastapi import FastAPI
 
-from index.ann import ItemIndex
+from index.ann import ItemIndex, search_excluding
 from index.bundle import (
     ENCODER_FILE,
     INDEX_FILE,
@@ -44,7 +44,7 @@ from service.metrics import Metrics
 from service.registry import BundleRegistry
 from service.runtime import ALL_SCENES, Bundle, LoadedBundle
 from service.settings import Settings
-from service.store import InMemorySessionStore, SessionStore, StoreUnavailable
+from service.store import History, InMemorySessionStore, SessionStore, StoreUnavailable
 from service.text_indexes import TextIndexes
 from service.topk_cache import CacheUnavailable, TopKCache
 
@@ -162,6 +162,11 @@ class FakeBundle:
         self.search_ks.append(k)
         return self._index.search(vectors, k)
 
+    def search_excluding(
+        self, vector: np.ndarray, k: int, excluded: frozenset[int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return search_excluding(self.search, self._index.count, vector, k, excluded)
+
     def fallback(self, scene: str) -> list[str]:
         return self._popularity.get(scene) or self._popularity[ALL_SCENES]
 
@@ -171,6 +176,11 @@ class FailingStore:
 
     async def append(self, events: Sequence[Event]) -> int:
         raise StoreUnavailable("session store write failed: ConnectionError: connection refused")
+
+    async def history(
+        self, user_id: str, sessions: int, *, seen: bool = True, seen_before: int | None = None
+    ) -> History:
+        raise StoreUnavailable("session store read failed: ConnectionError: connection refused")
 
     async def recent(self, user_id: str, limit: int) -> list[Event]:
         raise StoreUnavailable("session store read failed: ConnectionError: connection refused")

@@ -188,7 +188,7 @@ async def respond(query: RecallQuery) -> RecallResponse:
     await store.append(history("alice", ["item-0003", "item-0006"]))
     metrics = Metrics()
     with ThreadPoolExecutor(2) as executor:
-        pipeline = RecallPipeline(store, standard_channels(executor, metrics), metrics, history_limit=50)
+        pipeline = RecallPipeline(store, standard_channels(executor, metrics), metrics, history_sessions=32)
         return await pipeline.recall(bundle, query)
 
 

@@ -158,7 +158,7 @@ async def test_a_cached_recall_equals_the_model_recall_until_the_bundle_changes(
                 services.store,
                 standard_channels(pool, metrics),
                 metrics,
-                history_limit=500,
+                history_sessions=32,
                 clock=lambda: entry.computed_at,
             )
             computed = await pipeline.recall(

@@ -165,20 +165,21 @@ async def test_redis_keeps_the_query_and_reads_values_from_before_search(
     try:
         await store.append([searched, browsed])
         stored = await admin.lrange(store.key("alice"), 0, -1)
-        await admin.rpush(store.key("alice"), b'["item-0000",50,"pay","feed","r0"]')  # from before search
+        # a format-1 value from before search (and before session records)
+        await admin.rpush(store.key("alice", "events"), b'["item-0000",50,"pay","feed","r0"]')
         events = await store.recent("alice", 10)
     finally:
         await store.close()
     assert stored == [
-        b'["item-0002",200,"click","feed","r2"]',
-        b'["item-0001",100,"click","search","r1","red shoes"]',
+        b'"r2",["item-0002",200,"click","feed"]',
+        b'"r1",["item-0001",100,"click","search","red shoes"]',
     ]
     assert events == [browsed, searched, Event("alice", "item-0000", 50, "pay", "feed", "r0")]
 
 
 async def test_redis_skips_values_of_another_shape(admin: aioredis.Redis, prefix: str) -> None:
     store = RedisSessionStore(REDIS_URL, key_prefix=prefix)
-    key = store.key("alice")
+    key = store.key("alice", "events")  # format 1
     try:
         await admin.rpush(key, b'["i",1,"click","feed"]', b'["i",1,"click","feed","r","q","x"]', b'"abcde"')
         await admin.rpush(key, b'["item-0001",100,"click","search","r1","red shoes"]')

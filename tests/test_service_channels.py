@@ -26,7 +26,7 @@ from service.channels.history import HistoryChannel
 from service.registry import BundleRegistry
 from service.runtime import LoadedBundle
 from service.schemas import MAX_TS
-from service.store import InMemorySessionStore
+from service.store import History, InMemorySessionStore
 
 N_ITEMS = 60
 START = 1_700_000_000
@@ -266,9 +266,11 @@ class CountingStore(InMemorySessionStore):
         self.calls.append("append")
         return await super().append(events)
 
-    async def recent(self, user_id: str, limit: int) -> list[Event]:
-        self.calls.append("recent")
-        return await super().recent(user_id, limit)
+    async def history(
+        self, user_id: str, sessions: int, *, seen: bool = True, seen_before: int | None = None
+    ) -> History:
+        self.calls.append("history")
+        return await super().history(user_id, sessions, seen=seen, seen_before=seen_before)
 
 
 @pytest.mark.parametrize(

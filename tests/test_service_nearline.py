@@ -29,7 +29,7 @@ from index.features import Event
 from service.metrics import CACHE_MISSES, Metrics
 from service.nearline import Nearline, NearlineConfig
 from service.recall import RecallPipeline, RecallQuery, standard_channels
-from service.store import InMemorySessionStore, SessionStore
+from service.store import History, InMemorySessionStore, SessionStore
 from service.topk_cache import InMemoryTopKCache, TopK, decode, encode
 
 pytestmark = pytest.mark.anyio
@@ -58,13 +58,15 @@ class CountingStore(InMemorySessionStore):
         self.gate.set()
         self.reading = asyncio.Event()  # set when a read is waiting at the gate
 
-    async def recent(self, user_id: str, limit: int) -> list[Event]:
+    async def history(
+        self, user_id: str, sessions: int, *, seen: bool = True, seen_before: int | None = None
+    ) -> History:
         self.reads += 1
-        events = await super().recent(user_id, limit)
+        history = await super().history(user_id, sessions, seen=seen, seen_before=seen_before)
         if not self.gate.is_set():
             self.reading.set()
             await self.gate.wait()
-        return events
+        return history
 
 
 def nearline_of(app: FastAPI) -> Nearline:
@@ -306,7 +308,7 @@ def nearline_over(
     **config: Any,
 ) -> tuple[Nearline, InMemoryTopKCache, Metrics]:
     metrics, cache = Metrics(), cache or InMemoryTopKCache()
-    pipeline = RecallPipeline(store, standard_channels(pool, metrics), metrics, history_limit=500)
+    pipeline = RecallPipeline(store, standard_channels(pool, metrics), metrics, history_sessions=32)
     fields = {"k": 10, "scene": "default", "max_age_s": 600.0, "max_pending": 100, "concurrency": 1}
     nearline = Nearline(pipeline, lambda: bundle, cache, metrics, NearlineConfig(**{**fields, **config}))
     return nearline, cache, metrics

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 
-from index.features import Event
+from index.features import Event, group_sessions
 from service.redis_client import redact_url
 from service.store import InMemorySessionStore, RedisSessionStore, SessionStore
 
@@ -24,10 +26,10 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[SessionStore]:
-    if request.param == "memory":
-        yield InMemorySessionStore(max_events=MAX_EVENTS, ttl_seconds=3600)
+@contextlib.asynccontextmanager
+async def open_store(kind: str, max_events: int) -> AsyncIterator[SessionStore]:
+    if kind == "memory":
+        yield InMemorySessionStore(max_events=max_events, ttl_seconds=3600)
         return
     prefix = f"nsptest-{uuid.uuid4().hex}"
     admin = aioredis.Redis.from_url(REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
@@ -36,7 +38,7 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[SessionStore]:
     except Exception as exc:
         await admin.aclose()
         pytest.skip(f"no Redis at {redact_url(REDIS_URL)}: {exc}")
-    redis_store = RedisSessionStore(REDIS_URL, key_prefix=prefix, max_events=MAX_EVENTS, ttl_seconds=3600)
+    redis_store = RedisSessionStore(REDIS_URL, key_prefix=prefix, max_events=max_events, ttl_seconds=3600)
     try:
         yield redis_store
     finally:
@@ -45,6 +47,19 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[SessionStore]:
         if keys:
             await admin.delete(*keys)
         await admin.aclose()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[SessionStore]:
+    async with open_store(request.param, MAX_EVENTS) as opened:
+        yield opened
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def roomy_store(request: pytest.FixtureRequest) -> AsyncIterator[SessionStore]:
+    """A store whose cap no test history reaches."""
+    async with open_store(request.param, 10_000) as opened:
+        yield opened
 
 
 def clicks(user: str, *timestamps: int, request_id: str = "r") -> list[Event]:
@@ -114,3 +129,77 @@ def test_redact_url_hides_only_the_password() -> None:
     assert redact_url("redis://user:s3cret@redis.internal:6380/2") == "redis://user:***@redis.internal:6380/2"
     assert redact_url("redis://:s3cret@h/0") == "redis://:***@h/0"
     assert redact_url("redis://h:6379/0") == "redis://h:6379/0"
+
+
+def session_stream(seed: int, user: str = "alice") -> list[list[Event]]:
+    """Batches of one user's events as a service receives them: sessions of exposures, clicks on
+    some of them arriving in a later batch (sometimes after newer sessions began), search
+    sessions with a query, ids with separators; seeded."""
+    rng = random.Random(seed)
+    batches: list[list[Event]] = []
+    late: list[Event] = []
+    ts = 1_000
+    for s in range(rng.randint(3, 12)):
+        request_id = f'req:{s},"é"' if s % 5 == 0 else f"r{s}"
+        query = "oat milk" if s % 3 == 0 else ""
+        scene = "search" if query else rng.choice(["feed", "home"])
+        shown = [
+            Event(user, f"item-{rng.randint(0, 30)}", ts + e, "exposure", scene, request_id, query)
+            for e in range(rng.randint(1, 6))
+        ]
+        clicked = [
+            Event(user, e.item_id, e.ts + 100, rng.choice(["click", "cart", "pay"]), scene, request_id, query)
+            for e in shown
+            if rng.random() < 0.4
+        ]
+        batches.append(shown)
+        late.extend(clicked)
+        if late and rng.random() < 0.6:
+            batches.append(late)
+            late = []
+        ts += rng.randint(200, 5_000)
+    if late:
+        batches.append(late)
+    return batches
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_history_round_trips_every_field_and_groups_as_group_sessions(
+    roomy_store: SessionStore, seed: int
+) -> None:
+    batches = session_stream(seed)
+    events = [e for batch in batches for e in batch]
+    for batch in batches:
+        await roomy_store.append(batch)
+    history = await roomy_store.history("alice", 1_000)
+    assert sorted(history.events, key=repr) == sorted(events, key=repr)  # every field, query included
+    assert [e.ts for e in history.events] == sorted((e.ts for e in events), reverse=True)
+    assert group_sessions(history.events) == group_sessions(events)
+    assert history.seen == {e.item_id for e in events}
+    assert sorted(await roomy_store.recent("alice", 1_000), key=repr) == sorted(events, key=repr)
+
+
+async def test_the_cap_keeps_whole_newest_sessions_and_their_items_seen(store: SessionStore) -> None:
+    for s in range(4):
+        await store.append(
+            [Event("alice", f"i{s}-{e}", 10 * s + e, "click", "feed", f"r{s}") for e in range(2)]
+        )
+    history = await store.history("alice", 10)
+    assert [e.request_id for e in history.events] == ["r3", "r3", "r2", "r2"]  # 6 > MAX_EVENTS: r1 went
+    assert {f"i{s}-{e}" for s in (2, 3) for e in range(2)} <= history.seen
+    assert len(history.seen) <= MAX_EVENTS
+
+
+async def test_history_reads_only_the_newest_sessions_and_every_seen_item(roomy_store: SessionStore) -> None:
+    store = roomy_store
+    for s in range(6):
+        await store.append(
+            [Event("alice", f"i{s}-{e}", 10 * s + e, "click", "feed", f"r{s}") for e in range(3)]
+        )
+    history = await store.history("alice", 2)
+    assert {e.request_id for e in history.events} == {"r5", "r4"}
+    assert history.seen == {f"i{s}-{e}" for s in range(6) for e in range(3)}
+    assert (await store.history("alice", 2, seen=False)).seen == frozenset()
+    assert (await store.history("alice", 2, seen_before=20)).seen == {
+        f"i{s}-{e}" for s in range(2) for e in range(3)
+    }

@@ -56,10 +56,11 @@ async def cluster_store(cluster: list[RedisServer]) -> AsyncIterator[RedisSessio
 
 
 def test_every_key_of_a_user_is_in_the_users_slot() -> None:
-    store_key = RedisSessionStore("redis://127.0.0.1:1/0").key("alice")
+    store = RedisSessionStore("redis://127.0.0.1:1/0")
+    store_keys = [store.key("alice", name) for name in ("sessions", "seen", "count", "events")]
     cache_key = RedisTopKCache("redis://127.0.0.1:1/0").key("alice")
-    assert store_key == "nsp:{alice}:events" and cache_key == "nsp:{alice}:topk"
-    assert key_slot(store_key.encode()) == key_slot(cache_key.encode()) == key_slot(b"alice")
+    assert store_keys[0] == "nsp:{alice}:sessions" and cache_key == "nsp:{alice}:topk"
+    assert {key_slot(key.encode()) for key in [*store_keys, cache_key]} == {key_slot(b"alice")}
 
 
 async def test_multi_user_batches_span_the_cluster(
@@ -83,7 +84,7 @@ async def test_multi_user_batches_span_the_cluster(
             per_node.append(client.dbsize())
         finally:
             client.close()
-    assert len(per_node) == 3 and all(n > 0 for n in per_node) and sum(per_node) == 60
+    assert len(per_node) == 3 and all(n > 0 for n in per_node) and sum(per_node) == 60 * 3  # 3 keys a user
 
 
 async def test_nearline_cache_on_the_cluster(cluster: list[RedisServer]) -> None:

@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import orjson
 import pytest
 import redis
 from cli_helpers import serve_process, wait_until
 from fakes import make_vocab, write_real_bundle
 from redis_servers import RedisServer, running
 
+from service.session_records import decode_records
 from service.store import RedisSessionStore, StoreUnavailable
 
 PASSWORD = "fault-test-Pa55word"
@@ -207,14 +207,14 @@ def test_store_outage_degrades_recall_and_refuses_events_without_losing_any(
             users = sorted({user for user, _ in accepted})
             with store.pipeline(transaction=False) as pipe:
                 for user in users:
-                    pipe.lrange(f"{PREFIX}:{{{user}}}:events", 0, -1)
+                    pipe.lrange(f"{PREFIX}:{{{user}}}:sessions", 0, -1)
                 stored_lists = pipe.execute()
         finally:
             store.close()
         stored = {
-            (user, orjson.loads(value)[0])  # values are [item_id, ts, action, scene, request_id]
-            for user, values in zip(users, stored_lists, strict=True)
-            for value in values
+            (user, event.item_id)
+            for user, records in zip(users, stored_lists, strict=True)
+            for event in decode_records(user, records)
         }
         lost = [pair for pair in accepted if pair not in stored]
 

@@ -16,7 +16,6 @@ from concurrent.futures import Executor
 
 import numpy as np
 
-from index.ann import search_excluding
 from index.features import QueryText, Session, build_tokens, stack_left_padded
 from index.fusion import Candidates
 from service.batching import EncodeBatcher
@@ -93,6 +92,6 @@ def _encode_and_search(
 def _search(
     bundle: Bundle, metrics: Metrics, vector: np.ndarray, k: int, excluded: frozenset[int]
 ) -> Candidates:
-    """The top-k labels for ``vector`` (1, D) not in ``excluded`` (``index.ann.search_excluding``)."""
+    """The top-k labels for ``vector`` (1, D) not in ``excluded`` (``Bundle.search_excluding``)."""
     with metrics.stage("ann"):
-        return search_excluding(bundle.search, bundle.vocab.n_items, vector, k, excluded)
+        return bundle.search_excluding(vector, k, excluded)

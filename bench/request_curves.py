@@ -1,0 +1,425 @@
+"""What one recall costs as a user's stored history grows: p50/p99 and the stage breakdown
+against history length, k and exclude_seen, at 1M items, as ratios to the bare-framework floor
+measured in the same run.
+
+Servers, side by side in one run, each one ``uvicorn`` process on the shared 2 cores:
+
+- ``floor``: ``bench/floor_app.py``, the service's own request model parsed and k items answered
+  with orjson; nothing else;
+- ``current``: ``nsprecall serve`` from this checkout;
+- ``baseline`` (``--baseline REV``): ``nsprecall serve`` from a git worktree of REV, reading the
+  session store's layout of that revision (seeded under its own key prefix).
+
+Users: for each history length (events stored per user), ``--users`` users whose sessions hold
+10-20 exposures each, a few of them clicked, now and then carted or paid, sessions hours apart;
+items drawn from the same power law as ``bench/serving.py``. Every server answers the same
+request back to back, the servers' order rotating from request to request, over one kept-alive
+connection each (closed loop): a slow spell of the shared machine lands on all alike. The stage
+means come from each server's own ``/metrics`` (histogram sums over the configuration's
+requests). The open-loop step sends requests at a fixed rate whatever the answers do, and times
+each from when it was due (no coordinated omission).
+
+    python bench/request_curves.py [--baseline REV] [--out-name request_curves]
+
+Writes ``docs/benchmarks/<name>.{json,md,png}``. The 1M-item bundle (with BM25 and a dense
+two-tower over synthetic titles) is ``bench/serving.py``'s, built once and cached in ``var/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+import redis
+from benchlib import ROOT, free_port, latency_summary, provenance, wait_for
+from prometheus_client.parser import text_string_to_metric_families
+from serving import (
+    DAY0_TS,
+    REDIS_URL,
+    SCENES,
+    TITLES_FILE,
+    Popularity,
+    build_bundle,
+    bundle_root,
+)
+
+from index.features import Event
+from service.store import RedisSessionStore
+
+log = logging.getLogger("request_curves")
+
+OUT = ROOT / "docs" / "benchmarks"
+WORK = ROOT / "var" / "bench" / "request_curves"
+PREFIX = {"current": "nspcurve", "baseline": "nspcurve_old"}
+STORE_CAP = 2000  # events a server keeps per user: the longest history measured
+STAGES = "nsp_recall_stage_duration_seconds"
+CHANNELS = "nsp_channel_duration_seconds"
+
+
+# --- users ------------------------------------------------------------------------------------
+
+
+def make_history(user: str, n_events: int, popularity: Popularity, rng: np.random.Generator) -> list[Event]:
+    """``n_events`` events, oldest first, in sessions of 10-20 exposures of which ~15 % are
+    clicked (a click is a second event on an exposed item), ~3 % carted and ~1 % paid; sessions
+    1-12 hours apart, the newest ending a day before the requests' time."""
+    events: list[Event] = []
+    sessions: list[list[Event]] = []
+    ts = DAY0_TS
+    s = 0
+    while len(events) < n_events:
+        scene = SCENES[int(rng.integers(0, len(SCENES)))]
+        request_id = f"{user}-r{s}"
+        shown = popularity.sample(rng, int(rng.integers(10, 21))).tolist()
+        session = [
+            Event(user, f"i{label}", ts + e, "exposure", scene, request_id) for e, label in enumerate(shown)
+        ]
+        for e, label in enumerate(shown):
+            draw = rng.random()
+            if draw < 0.15:
+                action = "pay" if draw < 0.01 else "cart" if draw < 0.04 else "click"
+                session.append(Event(user, f"i{label}", ts + 30 + e, action, scene, request_id))
+        sessions.append(session)
+        events.extend(session)
+        ts += int(rng.integers(3600, 12 * 3600))
+        s += 1
+    del events[n_events:]
+    return events
+
+
+def make_users(
+    lengths: Sequence[int], per_length: int, popularity: Popularity
+) -> dict[int, dict[str, list[Event]]]:
+    rng = np.random.default_rng(11)
+    return {
+        length: {
+            (user := f"h{length}u{u}"): make_history(user, length, popularity, rng) for u in range(per_length)
+        }
+        for length in lengths
+    }
+
+
+def seed_current(users: dict[int, dict[str, list[Event]]]) -> None:
+    """Through this checkout's own store (whatever its layout)."""
+
+    async def write() -> None:
+        store = RedisSessionStore(
+            REDIS_URL, key_prefix=PREFIX["current"], max_events=STORE_CAP, timeout_s=10.0
+        )
+        for by_user in users.values():
+            for events in by_user.values():
+                await store.append(events)
+        await store.close()
+
+    asyncio.run(write())
+
+
+def seed_legacy(users: dict[int, dict[str, list[Event]]]) -> None:
+    """The layout every revision before the session records read: one JSON array per event,
+    ``[item_id, ts, action, scene, request_id(, query)]``, newest first in a list per user."""
+    client = redis.Redis.from_url(REDIS_URL)
+    pipe = client.pipeline(transaction=False)
+    for by_user in users.values():
+        for user, events in by_user.items():
+            key = f"{PREFIX['baseline']}:{{{user}}}:events"
+            values = [
+                orjson.dumps(
+                    [e.item_id, e.ts, e.action, e.scene, e.request_id, *([e.query] if e.query else [])]
+                )
+                for e in sorted(events, key=lambda e: e.ts)
+            ]
+            pipe.delete(key)
+            pipe.lpush(key, *values)
+    pipe.execute()
+    client.close()
+
+
+def make_query(events: list[Event], titles: list[str], rng: np.random.Generator) -> str:
+    """1-3 words of the title of an item the user met (items sharing its words are not seen)."""
+    title = titles[int(events[int(rng.integers(0, len(events)))].item_id[1:])]
+    words = title.split()
+    keep = np.sort(rng.choice(len(words), min(len(words), int(rng.integers(1, 4))), replace=False))
+    return " ".join(words[j] for j in keep)
+
+
+# --- servers ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    metrics: bool  # serves /metrics with the stage histograms
+
+
+def start(name: str, command: list[str], cwd: Path, env: dict[str, str], port: int, metrics: bool) -> Server:
+    log_file = (WORK / f"{name}.log").open("wb")
+    process = subprocess.Popen(
+        command, cwd=cwd, env={**os.environ, **env}, stdout=log_file, stderr=subprocess.STDOUT
+    )
+    ready = f"http://127.0.0.1:{port}/readyz"
+    wait_for(lambda: httpx.get(ready, timeout=1).status_code == 200, 600, f"{name} readiness", 0.5, process)
+    return Server(name, port, process, metrics)
+
+
+def start_service(name: str, source: Path, bundles: Path) -> Server:
+    port = free_port()
+    env = {
+        "PYTHONPATH": str(source),  # ahead of the editable install: this tree's modules
+        "NSP_REDIS_URL": REDIS_URL,
+        "NSP_STORE_KEY_PREFIX": PREFIX[name],
+        "NSP_STORE_MAX_EVENTS": str(STORE_CAP),
+        "NSP_LOG_LEVEL": "warning",
+    }
+    command = [sys.executable, "-m", "nsprecall.cli", "serve", "--bundles", str(bundles), "--port", str(port)]
+    return start(name, command, source, env, port, metrics=True)
+
+
+def start_floor() -> Server:
+    port = free_port()
+    command = [sys.executable, str(ROOT / "bench" / "floor_app.py"), str(port)]
+    return start("floor", command, ROOT, {"PYTHONPATH": str(ROOT)}, port, metrics=False)
+
+
+def baseline_tree(revision: str) -> Path:
+    tree = WORK / "baseline-src"
+    if tree.exists():
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=True)
+    subprocess.run(["git", "worktree", "add", "--detach", str(tree), revision], cwd=ROOT, check=True)
+    return tree
+
+
+# --- measuring --------------------------------------------------------------------------------
+
+
+class Connection:
+    """One kept-alive HTTP/1.1 connection; ``post`` returns the seconds the answer took."""
+
+    def __init__(self, port: int) -> None:
+        self._connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def post(self, body: bytes) -> float:
+        started = time.perf_counter()
+        self._connection.request("POST", "/v1/recall", body, {"content-type": "application/json"})
+        response = self._connection.getresponse()
+        payload = response.read()
+        elapsed = time.perf_counter() - started
+        if response.status != 200:
+            raise RuntimeError(f"{response.status}: {payload[:300]!r}")
+        return elapsed
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+def histogram_sums(port: int) -> dict[str, tuple[float, float]]:
+    """``stage:<name>`` / ``channel:<name>`` → (sum seconds, count) from a server's /metrics."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    sums: dict[str, tuple[float, float]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name not in (STAGES, CHANNELS):
+            continue
+        kind, label = ("stage", "stage") if family.name == STAGES else ("channel", "channel")
+        for sample in family.samples:
+            key = f"{kind}:{sample.labels.get(label)}"
+            total, count = sums.get(key, (0.0, 0.0))
+            if sample.name.endswith("_sum"):
+                sums[key] = (sample.value, count)
+            elif sample.name.endswith("_count"):
+                sums[key] = (total, sample.value)
+    return sums
+
+
+def stage_means(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]], n: int
+) -> dict[str, float]:
+    """Mean ms per request of each stage/channel between two scrapes."""
+    means = {}
+    for key, (total, _) in after.items():
+        spent = total - before.get(key, (0.0, 0.0))[0]
+        if spent > 0:
+            means[key] = 1000.0 * spent / n
+    return means
+
+
+def bodies(
+    users: dict[str, list[Event]], k: int, exclude_seen: bool, requests: int, **extra: Any
+) -> Iterator[bytes]:
+    names = list(users)
+    for i in range(requests):
+        body: dict[str, Any] = {"user_id": names[i % len(names)], "k": k, "exclude_seen": exclude_seen}
+        body.update(
+            {key: value(names[i % len(names)]) if callable(value) else value for key, value in extra.items()}
+        )
+        yield orjson.dumps(body)
+
+
+def measure(servers: Sequence[Server], requests: Sequence[bytes], warmup: int) -> dict[str, dict[str, Any]]:
+    """Every request to every server back to back, the order rotating; per server the latency
+    summary and its stage means."""
+    connections = {s.name: Connection(s.port) for s in servers}
+    for body in requests[:warmup]:
+        for server in servers:
+            connections[server.name].post(body)
+    before = {s.name: histogram_sums(s.port) for s in servers if s.metrics}
+    seconds: dict[str, list[float]] = {s.name: [] for s in servers}
+    measured = requests[warmup:]
+    for i, body in enumerate(measured):
+        shift = i % len(servers)
+        for server in [*servers[shift:], *servers[:shift]]:
+            seconds[server.name].append(connections[server.name].post(body))
+    for connection in connections.values():
+        connection.close()
+    out: dict[str, dict[str, Any]] = {}
+    for server in servers:
+        summary: dict[str, Any] = latency_summary(seconds[server.name])
+        if server.metrics:
+            summary["stages"] = stage_means(before[server.name], histogram_sums(server.port), len(measured))
+        out[server.name] = summary
+    return out
+
+
+async def open_loop(port: int, requests: Sequence[bytes], rate: float) -> dict[str, Any]:
+    """``requests`` sent at ``rate`` per second on a schedule, each timed from when it was due."""
+    latencies: list[float] = []
+    errors: dict[int, int] = {}
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=30) as client:
+
+        async def one(due: float, body: bytes) -> None:
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            response = await client.post(
+                "/v1/recall", content=body, headers={"content-type": "application/json"}
+            )
+            if response.status_code != 200:
+                errors[response.status_code] = errors.get(response.status_code, 0) + 1
+            latencies.append(time.perf_counter() - due)
+
+        start_at = time.perf_counter() + 0.5
+        await asyncio.gather(*(one(start_at + i / rate, body) for i, body in enumerate(requests)))
+    return {**latency_summary(latencies), "rate": rate, "errors": errors, "seconds": len(requests) / rate}
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    WORK.mkdir(parents=True, exist_ok=True)
+    popularity = Popularity(args.items)
+    bundles = bundle_root(args.items, args.dim, "clustered", 100, True)
+    build_bundle(bundles, args.items, args.dim, "clustered", popularity, 100, 200, 4_000_000, True)
+    titles = (bundles / TITLES_FILE).read_text().splitlines()
+    users = make_users(args.lengths, args.users, popularity)
+    rng = np.random.default_rng(12)
+    queries = {
+        user: make_query(events, titles, rng)
+        for by_user in users.values()
+        for user, events in by_user.items()
+    }
+    del titles
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    client.close()
+    seed_current(users)
+    servers = [start_floor(), start_service("current", ROOT, bundles)]
+    if args.baseline:
+        seed_legacy(users)
+        servers.append(start_service("baseline", baseline_tree(args.baseline), bundles))
+    results: dict[str, Any] = {"recommendation": [], "search": [], "open_loop": {}}
+    try:
+        per_config = args.requests + args.warmup
+        for length in args.lengths:
+            for k in args.ks:
+                for exclude_seen in (True, False):
+                    requests = list(bodies(users[length], k, exclude_seen, per_config))
+                    row = {"history": length, "k": k, "exclude_seen": exclude_seen}
+                    row["servers"] = measure(servers, requests, args.warmup)
+                    log.info("recommendation %s: %s", row_key(row), brief(row["servers"]))
+                    results["recommendation"].append(row)
+        for length in args.lengths:
+            for channel in args.search_channels:
+                extra: dict[str, Any] = {"query": queries.__getitem__, "scene": "search"}
+                if channel != "merged":
+                    extra["channels"] = [channel]
+                requests = list(bodies(users[length], args.search_k, True, per_config, **extra))
+                row = {"history": length, "k": args.search_k, "exclude_seen": True, "channel": channel}
+                row["servers"] = measure(servers, requests, args.warmup)
+                log.info("search %s %s: %s", channel, row_key(row), brief(row["servers"]))
+                results["search"].append(row)
+        for server in servers[1:]:
+            n = int(args.open_rate * args.open_seconds)
+            requests = list(bodies(users[args.open_history], args.open_k, True, n))
+            asyncio.run(
+                open_loop(server.port, requests[: int(args.open_rate * 2)], args.open_rate)
+            )  # warm-up
+            step = asyncio.run(open_loop(server.port, requests, args.open_rate))
+            log.info("open loop %s: %s", server.name, step)
+            results["open_loop"][server.name] = {"history": args.open_history, "k": args.open_k, **step}
+    finally:
+        for server in servers:
+            server.process.terminate()
+        for server in servers:
+            server.process.wait(30)
+    return results
+
+
+def row_key(row: dict[str, Any]) -> str:
+    return f"history={row['history']} k={row['k']} exclude_seen={row['exclude_seen']}"
+
+
+def brief(servers: dict[str, dict[str, Any]]) -> str:
+    return ", ".join(f"{name} p50 {s['p50_ms']:.2f} p99 {s['p99_ms']:.2f}" for name, s in servers.items())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--items", type=int, default=1_000_000)
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument(
+        "--lengths", nargs="*", type=int, default=[20, 100, 500, 2000], help="events per user"
+    )
+    parser.add_argument("--ks", nargs="*", type=int, default=[10, 100, 500])
+    parser.add_argument("--users", type=int, default=100, help="users per history length")
+    parser.add_argument("--requests", type=int, default=300, help="measured requests per configuration")
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--search-k", type=int, default=100)
+    parser.add_argument("--search-channels", nargs="*", default=["bm25", "dense", "nsp", "merged"])
+    parser.add_argument("--open-rate", type=float, default=200.0)
+    parser.add_argument("--open-seconds", type=float, default=20.0)
+    parser.add_argument("--open-history", type=int, default=500)
+    parser.add_argument("--open-k", type=int, default=100)
+    parser.add_argument(
+        "--baseline", help="a git revision to serve beside this checkout (its own store layout)"
+    )
+    parser.add_argument("--out-name", default="request_curves")
+    parser.add_argument("--out-dir", type=Path, default=OUT)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    results = {"provenance": provenance(), "config": vars(args), **run(args)}
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / f"{args.out_name}.json").write_text(json.dumps(results, indent=2, default=str))
+    log.info("wrote %s", args.out_dir / f"{args.out_name}.json")
+
+
+if __name__ == "__main__":
+    main()
