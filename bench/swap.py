@@ -19,7 +19,6 @@ version answering) are compared with steady state. Writes ``docs/benchmarks/swap
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
@@ -332,9 +331,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         users = [f"user{u}" for u in range(args.users)]
         for start in range(0, len(users), 50):
             batch = [e for user in users[start : start + 50] for e in user_events(vocab, user, rng)]
-            body = {
-                "events": [{f: v for f, v in dataclasses.asdict(e).items() if f != "query"} for e in batch]
-            }
+            body = {"events": [{f: v for f, v in e._asdict().items() if f != "query"} for e in batch]}
             assert admin.post("/v1/events", json=body).status_code == 202
 
         client = RecallClient(f"http://127.0.0.1:{port}", users, args.clients)

@@ -74,43 +74,27 @@ class ItemIndex:
             found += len(np.intersect1d(got, want, assume_unique=True))
         return found / (k * len(exact))
 
-    def search(
-        self, queries: np.ndarray, k: int, allowed: Callable[[int], bool] | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(labels, scores), each (B, k'), best first; k' = min(k, count).
 
         Scores are similarities (higher is better) for ``ip``/``cosine``, negated squared
-        distances for ``l2``. ``allowed``: hnswlib's own filter, asked of each candidate label
-        during the search; raises RuntimeError when the search finds fewer than k' it allows.
+        distances for ``l2``.
         """
         k = min(k, self.count)
         if k == 0:
             empty = np.zeros((len(queries), 0))
             return empty.astype(np.int64), empty.astype(np.float32)
         # hnswlib searches with max(ef, k) itself, so a large k never needs a (shared) set_ef.
-        queries = np.ascontiguousarray(queries, dtype=np.float32)
-        labels, distances = self._index.knn_query(queries, k=k, filter=allowed)
+        labels, distances = self._index.knn_query(np.ascontiguousarray(queries, dtype=np.float32), k=k)
         scores = -distances if self.params.space == "l2" else 1.0 - distances
         return labels.astype(np.int64), scores.astype(np.float32)
 
     def search_excluding(
         self, vector: np.ndarray, k: int, excluded: frozenset[int]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``search_excluding`` over this index, choosing how (docs/architecture.md, request cost).
-
-        While ``k + len(excluded)`` fits in ef_search, asking for that many costs what an
-        unfiltered search costs (hnswlib searches ef candidates either way), so it over-fetches.
-        Beyond, over-fetching grows the search with every excluded item, while hnswlib's filter
-        keeps it at about ef whatever the exclusions (measured in docs/benchmarks/request_curves.md):
-        it filters inside the search, and over-fetches only if that finds fewer than k.
-        """
-        if k + len(excluded) <= max(self.params.ef_search, k):
-            return search_excluding(self.search, self.count, vector, k, excluded)
-        try:
-            labels, scores = self.search(vector, k, allowed=lambda label: label not in excluded)
-        except RuntimeError:  # fewer than k allowed found: the catalog is nearly all excluded
-            return search_excluding(self.search, self.count, vector, k, excluded)
-        return labels[0], scores[0]
+        """``search_excluding`` over this index, starting at ef_search: hnswlib explores ef
+        candidates whatever k is below it, so the first ef neighbours cost what k of them do."""
+        return search_excluding(self.search, self.count, vector, k, excluded, self.params.ef_search)
 
 
 def search_excluding(
@@ -119,23 +103,31 @@ def search_excluding(
     vector: np.ndarray,
     k: int,
     excluded: frozenset[int],
+    free: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The top-k (labels int64, scores float32) for ``vector`` (1, D) not in ``excluded``, best
     first: exactly min(k, ``count`` - excluded in the catalog) of them. ``search`` is an
-    ``ItemIndex.search`` over ``count`` items.
+    ``ItemIndex.search`` over ``count`` items; ``free``: how many neighbours cost no more than k
+    (the index's ef_search).
 
-    Asks the index for ``k + len(excluded)`` first, which is enough whenever the index returns
-    what it is asked for, and doubles (up to the whole catalog) if it still comes up short.
+    The first search asks for k + len(excluded) while that fits in ``free``, else for
+    max(k, ``free``) — not for k + every excluded item, which would grow the search with the
+    user's whole history although most of it lies nowhere near the query. When that comes up
+    short, the share of excluded items among what it returned says how deep k allowed ones
+    lie: the next search asks for k over that share (plus a quarter), at most
+    k + len(excluded) (enough whenever the index returns what it is asked for), and doubling
+    (up to the whole catalog) finishes it.
     """
-    want = min(k + len(excluded), count)
+    want = min(max(k, min(k + len(excluded), free)), count)
     while True:
         labels, scores = search(vector, want)
         # a set lookup per candidate: np.isin sorts both arrays (~10x slower at these sizes)
         keep = np.fromiter((label not in excluded for label in labels[0].tolist()), bool, labels.shape[1])
-        labels, scores = labels[0][keep], scores[0][keep]
-        if len(labels) >= k or want >= count:
-            return labels[:k].astype(np.int64), scores[:k].astype(np.float32)
-        want = min(want * 2, count)
+        kept = int(keep.sum())
+        if kept >= k or want >= count:
+            return labels[0][keep][:k].astype(np.int64), scores[0][keep][:k].astype(np.float32)
+        estimate = int(1.25 * k * want / max(kept, 1)) + 1
+        want = min(max(2 * want, min(estimate, k + len(excluded))), count)
 
 
 def _check_dim(path: Path, dim: int) -> None:

@@ -23,10 +23,11 @@ fixed per encoder (the manifest's ``encoder.query_pieces``).
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -63,11 +64,17 @@ N_GAP_BUCKETS = len(GAP_EDGES) + 2
 QUERY_START = N_FEATURES  # first query piece column, when the encoder reads queries
 
 MAX_SESSIONS = 20  # history sessions kept in the window; older ones are dropped
+# Sessions a recall reads (the service's ``history_sessions`` default; offline evaluation reads
+# as many): the encoder's window, i2i's last 10 engaged sessions and the history channel's
+# repeat items come from them, so a recall's work stops growing with the user's history here.
+# Exclusions (exclude_seen) still cover every stored item.
+RECALL_SESSIONS = 32
 MAX_ITEMS_PER_SESSION = 12  # deepest-action items first, so clicks/pays survive the cap
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
+    # A tuple, not a frozen dataclass: a recall builds hundreds of these, and a frozen
+    # dataclass's __init__ (object.__setattr__ per field) costs several times a tuple's.
     user_id: str
     item_id: str
     ts: int
@@ -77,8 +84,7 @@ class Event:
     query: str = ""  # the request's search text (normalised, ``index.text``); "" outside search
 
 
-@dataclass(frozen=True, slots=True)
-class Session:
+class Session(NamedTuple):
     """One request session: items deduplicated, each with its deepest action code."""
 
     request_id: str
@@ -128,7 +134,7 @@ class QueryText:
 def gap_bucket(seconds: int | None) -> int:
     if seconds is None:
         return 0
-    return int(np.searchsorted(GAP_EDGES, max(seconds, 0), side="right")) + 1
+    return bisect.bisect_right(GAP_EDGES, max(seconds, 0)) + 1
 
 
 def _context_row(position: int, scene: int, ts: int, previous_ts: int | None) -> list[int]:
@@ -155,20 +161,34 @@ def build_tokens(
     without ``query_text``, ``N_FEATURES + query_text.pieces`` with it (module docstring).
     """
     window = list(history[-max_sessions:])
-    rows: list[list[int]] = []
-    context_rows: list[int] = []
+    context: list[list[int]] = []  # one row per session, then the query's
+    context_rows: list[int] = []  # where each lands in the sequence
+    item_ids: list[str] = []
+    item_columns: list[tuple[int, int, int]] = []  # (position, action, scene) of each item row
     previous_ts: int | None = history[-len(window) - 1].ts if len(history) > len(window) else None
     for position, session in enumerate(window):
         scene = vocab.scene_token(session.scene)
-        context_rows.append(len(rows))
-        rows.append(_context_row(position, scene, session.ts, previous_ts))
+        context_rows.append(len(context_rows) + len(item_ids))
+        context.append(_context_row(position, scene, session.ts, previous_ts))
         for item_id, action in session.items[:max_items]:
-            token, category, price = vocab.item_features(item_id)
-            rows.append([ITEM, position, token, action, category, price, scene, 0, 0, 0])
+            item_ids.append(item_id)
+            item_columns.append((position, action, scene))
         previous_ts = session.ts
-    context_rows.append(len(rows))
-    rows.append(_context_row(len(window), vocab.scene_token(query_scene), query_ts, previous_ts))
-    tokens = np.asarray(rows, dtype=np.int64)
+    context_rows.append(len(context_rows) + len(item_ids))
+    context.append(_context_row(len(window), vocab.scene_token(query_scene), query_ts, previous_ts))
+    # Item rows filled column-wise: one catalog lookup for all of them, not a call per item.
+    tokens = np.zeros((len(context) + len(item_ids), N_FEATURES), dtype=np.int64)
+    tokens[context_rows] = context
+    if item_ids:
+        item_rows = np.setdiff1d(np.arange(len(tokens)), context_rows, assume_unique=True)
+        position, action, scene = np.asarray(item_columns, dtype=np.int64).T
+        token, category, price = vocab.item_feature_columns(item_ids)
+        for name, values in (
+            ("session", position), ("item", token), ("action", action),
+            ("category", category), ("price", price), ("scene", scene),
+        ):  # fmt: skip
+            tokens[item_rows, COL[name]] = values
+        tokens[item_rows, COL["token_type"]] = ITEM
     if query_text is None:
         return tokens
     pieces = np.zeros((len(tokens), query_text.pieces), dtype=np.int64)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from index.bundle import ChannelsSpec
-from index.features import Session
+from index.features import RECALL_SESSIONS, Session
 from index.fusion import EMPTY, Candidates, FusionParams, fuse
 from index.history import HistoryParams, history_candidates
 from index.i2i import I2IParams, ItemToItem, i2i_candidates
@@ -87,23 +87,22 @@ class OfflineChannels:
                 out[row]["nsp"] = candidates
         for row, case in enumerate(cases):
             now, drop = case.target.ts, excluded[row]
+            read = case.history[-RECALL_SESSIONS:]  # what the service reads of the user
             if "history" in wanted:
                 out[row]["history"] = (
                     EMPTY
                     if exclude_seen
-                    else history_candidates(case.history, self.vocab, now, self.history, depth, drop)
+                    else history_candidates(read, self.vocab, now, self.history, depth, drop)
                 )
             if "i2i" in wanted and self.i2i_table is not None:
-                out[row]["i2i"] = i2i_candidates(
-                    case.history, self.vocab, self.i2i_table, self.i2i, depth, drop
-                )
+                out[row]["i2i"] = i2i_candidates(read, self.vocab, self.i2i_table, self.i2i, depth, drop)
             if "popular" in wanted:
                 ranked = scene_then_all(self.popularity, case.target.scene)
                 out[row]["popular"] = popular_candidates(ranked, self.vocab, depth, set(drop.tolist()))
             for name, search in self.text.items():
                 if name in wanted:
                     query = case.target.query
-                    out[row][name] = search(query, case.history, depth, drop) if query else EMPTY
+                    out[row][name] = search(query, read, depth, drop) if query else EMPTY
         return out
 
     def _nsp(self, cases: Sequence[EvalCase], depth: int, excluded: list[np.ndarray]) -> list[Candidates]:

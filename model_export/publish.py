@@ -13,7 +13,7 @@ import functools
 import json
 import logging
 import shutil
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,7 @@ def probe_sequences(
         plain.append(tokens(sessions, scenes[0], query_ts))
         if query_text is not None:
             with_queries = [
-                replace(s, query=PROBE_QUERIES[j % 3]) if j % 2 else s for j, s in enumerate(sessions)
+                s._replace(query=PROBE_QUERIES[j % 3]) if j % 2 else s for j, s in enumerate(sessions)
             ]
             searched.append(tokens(with_queries, scenes[0], query_ts, query=PROBE_QUERIES[n % 3]))
     return plain + searched

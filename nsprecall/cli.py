@@ -218,12 +218,12 @@ def _serve(args: argparse.Namespace) -> None:
 def _store_migrate(args: argparse.Namespace) -> None:
     import asyncio
 
+    from pydantic import ValidationError
+
     from service.redis_client import bounded_redis_from_settings
     from service.settings import Settings
     from service.store import StoreUnavailable
     from service.store_migrate import migrate
-
-    from pydantic import ValidationError
 
     try:
         settings = Settings(store_timeout_s=args.timeout)
@@ -248,7 +248,9 @@ def _store_migrate(args: argparse.Namespace) -> None:
     try:
         asyncio.run(run())
     except StoreUnavailable as exc:
-        raise SystemExit(f"store-migrate: {exc} (raise --timeout if Redis is slow, then run it again)") from exc
+        raise SystemExit(
+            f"store-migrate: {exc} (raise --timeout if Redis is slow, then run it again)"
+        ) from exc
 
 
 def _demo(args: argparse.Namespace) -> None:

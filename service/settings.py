@@ -15,6 +15,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from index.bundle import SERVING_RECORD_MAX_AGE_S
+from index.features import RECALL_SESSIONS
 
 # Hard ceilings of the v1 API (design §3.2). Settings may lower them, never raise them.
 API_MAX_K = 1000
@@ -59,11 +60,9 @@ class Settings(BaseSettings):
         "exclude_seen drops every item they met.",
     )
     history_sessions: int = Field(
-        default=32,
+        default=RECALL_SESSIONS,  # what offline evaluation reads too (index.features)
         gt=0,
         le=1000,
-        # The encoder reads 20 sessions, i2i the last 10 engaged ones; 32 leaves the history
-        # channel a month of daily visits while keeping a recall's read bounded.
         description="Most recent sessions a recall reads (what the channels see); exclusions "
         "still cover every stored item.",
     )

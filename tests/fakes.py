@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +164,9 @@ class FakeBundle:
     def search_excluding(
         self, vector: np.ndarray, k: int, excluded: frozenset[int]
     ) -> tuple[np.ndarray, np.ndarray]:
-        return search_excluding(self.search, self._index.count, vector, k, excluded)
+        return search_excluding(
+            self.search, self._index.count, vector, k, excluded, self._index.params.ef_search
+        )
 
     def fallback(self, scene: str) -> list[str]:
         return self._popularity.get(scene) or self._popularity[ALL_SCENES]
@@ -361,7 +362,7 @@ async def post_events(client: httpx.AsyncClient, events: Sequence[Event]) -> Non
 def event_body(event: Event) -> dict[str, Any]:
     """``event`` as ``POST /v1/events`` takes it: no ``query`` field when it has none (the API
     refuses an empty query)."""
-    fields = asdict(event)
+    fields = event._asdict()
     if not event.query:
         del fields["query"]
     return fields

@@ -1,7 +1,5 @@
 """The HNSW wrapper: exact reference search and ef_search tuned to a recall target."""
 
-from collections.abc import Callable
-
 import numpy as np
 import pytest
 
@@ -49,17 +47,15 @@ def test_choose_ef_picks_the_smallest_ladder_step_that_reaches_the_target() -> N
 
 
 class CountingIndex(ItemIndex):
-    """An ItemIndex that remembers each search's k and whether it filtered."""
+    """An ItemIndex that remembers the k of each search."""
 
     def __init__(self, index: ItemIndex) -> None:
         super().__init__(index._index, index.params)
-        self.calls: list[tuple[int, bool]] = []
+        self.calls: list[int] = []
 
-    def search(
-        self, queries: np.ndarray, k: int, allowed: Callable[[int], bool] | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        self.calls.append((k, allowed is not None))
-        return super().search(queries, k, allowed)
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        self.calls.append(k)
+        return super().search(queries, k)
 
 
 def exact_allowed(items: np.ndarray, query: np.ndarray, k: int, excluded: frozenset[int]) -> list[int]:
@@ -67,39 +63,46 @@ def exact_allowed(items: np.ndarray, query: np.ndarray, k: int, excluded: frozen
     return [int(label) for label in order if int(label) not in excluded][:k]
 
 
+def world(
+    seed: int, n: int = 3000, dim: int = 16, ef: int = 64
+) -> tuple[np.ndarray, CountingIndex, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    items = rng.standard_normal((n, dim)).astype(np.float32)
+    index = CountingIndex(ItemIndex.build(items, HnswParams(space="ip", ef_search=ef, M=16)))
+    return items, index, rng.standard_normal((1, dim)).astype(np.float32)
+
+
 @pytest.mark.parametrize("k", [10, 50])
-def test_exclusions_beyond_ef_are_filtered_inside_the_search_with_exactly_k_kept(k: int) -> None:
-    rng = np.random.default_rng(3)
-    items = rng.standard_normal((3000, 16)).astype(np.float32)
-    index = CountingIndex(ItemIndex.build(items, HnswParams(space="ip", ef_search=64, M=16)))
-    query = rng.standard_normal((1, 16)).astype(np.float32)
-    nearest = exact_allowed(items, query, 400, frozenset())
-    excluded = frozenset(nearest[:300])  # the query's own neighbourhood: what a heavy user has seen
+def test_many_exclusions_far_from_the_query_cost_one_search_of_ef(k: int) -> None:
+    items, index, query = world(3)
+    far = exact_allowed(items, -query, 1000, frozenset())  # a long history, nowhere near the query
+    labels, _ = index.search_excluding(query, k, frozenset(far))
+    assert index.calls == [64]  # not k + 1000
+    assert len(labels) == k and not set(labels.tolist()) & set(far)
+    assert len(set(labels.tolist()) & set(exact_allowed(items, query, k, frozenset(far)))) >= 0.9 * k
+
+
+@pytest.mark.parametrize("k", [10, 50])
+def test_exclusions_crowding_the_query_still_give_exactly_k_allowed(k: int) -> None:
+    items, index, query = world(4)
+    excluded = frozenset(exact_allowed(items, query, 300, frozenset()))  # all of its neighbourhood
     labels, scores = index.search_excluding(query, k, excluded)
-    assert index.calls == [(k, True)]  # one search of k, filtered: not k + 300
+    assert index.calls == [64, k + 300]  # ef first, then what is sure to hold k allowed
     assert len(labels) == k and not set(labels.tolist()) & excluded
     assert np.all(np.diff(scores) <= 1e-6)  # best first
-    truth = exact_allowed(items, query, k, excluded)
-    assert len(set(labels.tolist()) & set(truth)) >= 0.9 * k
+    assert len(set(labels.tolist()) & set(exact_allowed(items, query, k, excluded))) >= 0.9 * k
 
 
 def test_exclusions_within_ef_over_fetch_once() -> None:
-    rng = np.random.default_rng(4)
-    items = rng.standard_normal((500, 16)).astype(np.float32)
-    index = CountingIndex(ItemIndex.build(items, HnswParams(space="ip", ef_search=64)))
-    query = rng.standard_normal((1, 16)).astype(np.float32)
+    items, index, query = world(5, n=500)
     excluded = frozenset(exact_allowed(items, query, 20, frozenset()))
     labels, _ = index.search_excluding(query, 10, excluded)
-    assert index.calls == [(30, False)]
+    assert index.calls == [30]
     assert labels.tolist() == exact_allowed(items, query, 10, excluded)
 
 
 def test_a_nearly_all_excluded_catalog_still_answers_what_is_left() -> None:
-    rng = np.random.default_rng(5)
-    items = rng.standard_normal((300, 8)).astype(np.float32)
-    index = CountingIndex(ItemIndex.build(items, HnswParams(space="ip", ef_search=16)))
-    query = rng.standard_normal((1, 8)).astype(np.float32)
-    excluded = frozenset(range(5, 300))
-    labels, _ = index.search_excluding(query, 10, excluded)
+    _, index, query = world(6, n=300, dim=8, ef=16)
+    labels, _ = index.search_excluding(query, 10, frozenset(range(5, 300)))
     assert sorted(labels.tolist()) == [0, 1, 2, 3, 4]
-    assert index.calls[0] == (10, True)  # the filter came up short; the over-fetch finished it
+    assert index.calls[0] == 16 and index.calls[-1] == 300

@@ -7,7 +7,6 @@ import asyncio
 import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +85,7 @@ def test_without_query_text_the_rows_are_as_before_search() -> None:
     sessions = history(3, queries=True)
     tokens = build_tokens(sessions, "search", T0 + 86400, VOCAB, query="red shoes")
     assert tokens.shape == (3 * 5 + 1, N_FEATURES)
-    unsearched = [replace(session, query="") for session in sessions]
+    unsearched = [session._replace(query="") for session in sessions]
     assert np.array_equal(tokens, build_tokens(unsearched, "search", T0 + 86400, VOCAB))
     assert stack([tokens]).shape == (1, 16, N_FEATURES)
 
@@ -136,7 +135,7 @@ def test_user_vector_follows_the_query_alone() -> None:
     assert (shoes - tea).abs().max() > 1e-3
     torch.testing.assert_close(user("red running shoes"), shoes)  # deterministic
     # a history session's query is read too
-    changed = [*sessions[:-2], replace(sessions[-2], query="desk lamp"), sessions[-1]]
+    changed = [*sessions[:-2], sessions[-2]._replace(query="desk lamp"), sessions[-1]]
     assert (user("red running shoes", changed) - shoes).abs().max() > 1e-4
 
 
