@@ -18,13 +18,13 @@ def popular_candidates(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Up to ``depth`` distinct catalog labels of ``ranked_ids`` in order, none in ``excluded``."""
     chosen: list[int] = []
-    taken = set(excluded)
+    taken: set[int] = set()  # chosen already (the lists repeat items); excluded stays as given
     lookup = vocab.item_index
     for item_id in ranked_ids:
         if len(chosen) == depth:
             break
         label = lookup(item_id)
-        if label is not None and label not in taken:
+        if label is not None and label not in excluded and label not in taken:
             taken.add(label)
             chosen.append(label)
     labels = np.asarray(chosen, dtype=np.int64)
