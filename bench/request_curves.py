@@ -637,7 +637,7 @@ def main() -> None:
     parser.add_argument("--open-rate", type=float, default=200.0)
     parser.add_argument("--open-seconds", type=float, default=20.0)
     parser.add_argument("--open-history", type=int, default=500)
-    parser.add_argument("--open-rounds", type=int, default=2, help="open-loop steps per server")
+    parser.add_argument("--open-rounds", type=int, default=4, help="open-loop steps per server")
     parser.add_argument("--open-warmup", type=int, default=1000, help="closed-loop requests before a step")
     parser.add_argument("--open-k", type=int, default=100)
     parser.add_argument(

@@ -244,3 +244,43 @@ def test_store_migrate_cli_names_what_to_set(monkeypatch: pytest.MonkeyPatch) ->
         cli.main(["store-migrate"])
     with pytest.raises(SystemExit, match="--timeout"):
         cli.main(["store-migrate", "--timeout", "-1"])
+
+
+async def test_a_history_longer_than_a_recall_reads_is_all_excluded_and_k_stays_exact(
+    admin: aioredis.Redis, prefix: str, tmp_path: Path
+) -> None:
+    """40 sessions, 120 items: a recall reads the newest 4 sessions, yet excludes all 120."""
+    settings = Settings(
+        bundle_root=tmp_path,
+        redis_url=REDIS_URL,
+        store_key_prefix=prefix,
+        watch_interval_s=60,
+        history_sessions=4,
+    )
+    app = create_app(settings, registry=registry_of(tmp_path, FakeBundle(n_items=300)))
+    stored = [f"item-{i:04d}" for i in range(120)]
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://nsp") as client,
+    ):
+        await post_events(client, history("alice", stored, per_session=3))
+        sessions = (await client.get("/v1/users/alice/sessions", params={"limit": 100})).json()["sessions"]
+        answers = {
+            (k, exclude): (
+                await client.post("/v1/recall", json={"user_id": "alice", "k": k, "exclude_seen": exclude})
+            )
+            .raise_for_status()
+            .json()
+            for k in (10, 50, 180)
+            for exclude in (True, False)
+        }
+    assert len(sessions) == 40  # every session is kept (and listed on request)
+    for (k, exclude), answer in answers.items():
+        returned = [item["item_id"] for item in answer["items"]]
+        assert answer["source"] == "model" and len(returned) == len(set(returned)) == k
+        if exclude:
+            assert not set(returned) & set(stored)  # the oldest sessions' items too
+    # without exclusions the window's own items come back: the history is really read
+    kept = [item["item_id"] for item in answers[(50, False)]["items"]]
+    assert set(kept) & set(stored[-12:])
