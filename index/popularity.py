@@ -17,14 +17,22 @@ def popular_candidates(
     ranked_ids: Iterable[str], vocab: Vocabulary, depth: int, excluded: Collection[int]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Up to ``depth`` distinct catalog labels of ``ranked_ids`` in order, none in ``excluded``."""
+    lookup = vocab.item_index
+    labels = (label for item_id in ranked_ids if (label := lookup(item_id)) is not None)
+    return popular_labels(labels, depth, excluded)
+
+
+def popular_labels(
+    ranked: Iterable[int], depth: int, excluded: Collection[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``popular_candidates`` of lists already mapped to labels (the service keeps them so per
+    bundle: a heavy user's exclusions skip far down the list, a lookup per id each time)."""
     chosen: list[int] = []
     taken: set[int] = set()  # chosen already (the lists repeat items); excluded stays as given
-    lookup = vocab.item_index
-    for item_id in ranked_ids:
+    for label in ranked:
         if len(chosen) == depth:
             break
-        label = lookup(item_id)
-        if label is not None and label not in excluded and label not in taken:
+        if label not in excluded and label not in taken:
             taken.add(label)
             chosen.append(label)
     labels = np.asarray(chosen, dtype=np.int64)
