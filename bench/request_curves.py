@@ -69,6 +69,7 @@ PREFIX = {"current": "nspcurve", "baseline": "nspcurve_old"}
 STORE_CAP = 2000  # events a server keeps per user: the longest history measured
 STAGES = "nsp_recall_stage_duration_seconds"
 CHANNELS = "nsp_channel_duration_seconds"
+JSON = {"content-type": "application/json"}
 
 
 # --- users ------------------------------------------------------------------------------------
@@ -178,14 +179,17 @@ def start(name: str, command: list[str], cwd: Path, env: dict[str, str], port: i
     return Server(name, port, process, metrics)
 
 
-def start_service(name: str, source: Path, bundles: Path) -> Server:
+def start_service(name: str, source: Path, bundles: Path, extra: dict[str, str] | None = None) -> Server:
+    """``nsprecall serve`` from ``source``; ``name`` picks the key prefix (a variant of
+    ``current`` is named ``current <label>``), ``extra`` more settings."""
     port = free_port()
     env = {
         "PYTHONPATH": str(source),  # ahead of the editable install: this tree's modules
         "NSP_REDIS_URL": REDIS_URL,
-        "NSP_STORE_KEY_PREFIX": PREFIX[name],
+        "NSP_STORE_KEY_PREFIX": PREFIX[name.split()[0]],
         "NSP_STORE_MAX_EVENTS": str(STORE_CAP),
         "NSP_LOG_LEVEL": "warning",
+        **(extra or {}),
     }
     command = [sys.executable, "-m", "nsprecall.cli", "serve", "--bundles", str(bundles), "--port", str(port)]
     return start(name, command, source, env, port, metrics=True)
@@ -316,11 +320,13 @@ async def open_loop(port: int, requests: Sequence[bytes], rate: float) -> dict[s
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            response = await client.post(
-                "/v1/recall", content=body, headers={"content-type": "application/json"}
-            )
-            if response.status_code != 200:
-                errors[response.status_code] = errors.get(response.status_code, 0) + 1
+            try:
+                response = await client.post("/v1/recall", content=body, headers=JSON)
+                status = response.status_code
+            except httpx.TransportError:  # e.g. a kept-alive connection the server closed meanwhile
+                status = 0
+            if status != 200:
+                errors[status] = errors.get(status, 0) + 1
             latencies.append(time.perf_counter() - due)
 
         start_at = time.perf_counter() + 0.5
@@ -354,25 +360,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.baseline:
         seed_legacy(users)
         servers.append(start_service("baseline", baseline_tree(args.baseline), bundles))
+    for variant in args.open_variants:  # open-loop only: label:ENV=VALUE,...
+        label, _, assignments = variant.partition(":")
+        extra = dict(pair.split("=", 1) for pair in assignments.split(",") if pair)
+        servers.append(start_service(f"current {label}", ROOT, bundles, extra))
+    closed = [s for s in servers if s.name in ("floor", "current", "baseline")]
     results: dict[str, Any] = {"recommendation": [], "search": [], "open_loop": {}}
     try:
         per_config = args.requests + args.warmup
-        for length in args.lengths:
+        for length in [] if args.open_only else args.lengths:
             for k in args.ks:
                 for exclude_seen in (True, False):
                     requests = list(bodies(users[length], k, exclude_seen, per_config))
                     row = {"history": length, "k": k, "exclude_seen": exclude_seen}
-                    row["servers"] = measure(servers, requests, args.warmup)
+                    row["servers"] = measure(closed, requests, args.warmup)
                     log.info("recommendation %s: %s", row_key(row), brief(row["servers"]))
                     results["recommendation"].append(row)
-        for length in args.lengths:
+        for length in [] if args.open_only else args.lengths:
             for channel in args.search_channels:
                 extra: dict[str, Any] = {"query": queries.__getitem__, "scene": "search"}
                 if channel != "merged":
                     extra["channels"] = [channel]
                 requests = list(bodies(users[length], args.search_k, True, per_config, **extra))
                 row = {"history": length, "k": args.search_k, "exclude_seen": True, "channel": channel}
-                row["servers"] = measure(servers, requests, args.warmup)
+                row["servers"] = measure(closed, requests, args.warmup)
                 log.info("search %s %s: %s", channel, row_key(row), brief(row["servers"]))
                 results["search"].append(row)
         n = int(args.open_rate * args.open_seconds)
@@ -403,6 +414,46 @@ def p50(row: dict[str, Any], server: str) -> float:
 
 def find(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any]:
     return next(r for r in rows if all(r.get(key) == value for key, value in match.items()))
+
+
+def open_loop_section(results: dict[str, Any]) -> list[str]:
+    config = results["config"]
+    if not results["open_loop"]:
+        return []
+    lines = [
+        "",
+        f"## Open loop: {config['open_rate']:g} requests/s for {config['open_seconds']:g} s"
+        f" (history {config['open_history']} events, k={config['open_k']}, exclude_seen on)",
+        "",
+        "Sent on a fixed schedule by an asyncio httpx driver on the same 2 cores, each request timed from"
+        " when it was due; each step follows a closed-loop warm-up; servers alternate from round to"
+        " round.",
+        "",
+        "| server | round | p50 | p90 | p99 | max | non-200 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for name, steps in results["open_loop"].items():
+        for step in steps:
+            lines.append(
+                f"| {name} | {step['round']} | {step['p50_ms']:.1f} | {step['p90_ms']:.1f}"
+                f" | {step['p99_ms']:.1f} | {step['max_ms']:.1f} | {step['errors'] or '-'} |"
+            )
+    return lines
+
+
+def write_open_report(results: dict[str, Any]) -> str:
+    run, config = results["provenance"], results["config"]
+    variants = " ".join(config["open_variants"])
+    lines = [
+        "# Request cost: the open-loop steps alone",
+        "",
+        f"Generated by `python bench/request_curves.py --open-only --baseline {config['baseline']}"
+        f" --open-variants {variants} --out-name {config['out_name']}` at commit {run['commit'][:10]},"
+        f" {run['generated_at']}: the same 1M-item bundle and users as request_curves.md, with only"
+        " the open-loop steps run (the closed-loop grid before them left out).",
+        *open_loop_section(results),
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def write_report(results: dict[str, Any]) -> str:
@@ -542,26 +593,7 @@ def write_report(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {channel} | " + " | ".join(f"{p50(long, n) / p50(base, n):.2f}x" for n in names) + " |"
             )
-    if results["open_loop"]:
-        lines += [
-            "",
-            f"## Open loop: {config['open_rate']:g} requests/s for {config['open_seconds']:g} s"
-            f" (history {config['open_history']} events, k={config['open_k']}, exclude_seen on)",
-            "",
-            "Sent on a fixed schedule by an asyncio httpx driver on the same 2 cores, each request timed from"
-            " when it was due; each step follows a closed-loop warm-up; servers alternate from round to"
-            " round.",
-            "",
-            "| server | round | p50 | p90 | p99 | max | non-200 |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
-        ]
-        for name, steps in results["open_loop"].items():
-            for step in steps:
-                lines.append(
-                    f"| {name} | {step['round']} | {step['p50_ms']:.1f} | {step['p90_ms']:.1f}"
-                    f" | {step['p99_ms']:.1f}"
-                    f" | {step['max_ms']:.1f} | {step['errors'] or '-'} |"
-                )
+    lines += open_loop_section(results)
     return "\n".join(lines) + "\n"
 
 
@@ -639,6 +671,13 @@ def main() -> None:
     parser.add_argument("--open-history", type=int, default=500)
     parser.add_argument("--open-rounds", type=int, default=4, help="open-loop steps per server")
     parser.add_argument("--open-warmup", type=int, default=1000, help="closed-loop requests before a step")
+    parser.add_argument(
+        "--open-variants",
+        nargs="*",
+        default=[],
+        help="label:ENV=VALUE,... more current servers, open loop only",
+    )
+    parser.add_argument("--open-only", action="store_true", help="only the open-loop steps")
     parser.add_argument("--open-k", type=int, default=100)
     parser.add_argument(
         "--baseline", help="a git revision to serve beside this checkout (its own store layout)"
@@ -656,8 +695,11 @@ def main() -> None:
         results = {"provenance": provenance(), "config": vars(args), **run(args)}
         args.out_dir.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2, default=str))
-    (args.out_dir / f"{args.out_name}.md").write_text(write_report(results))
-    plot(results, args.out_dir / f"{args.out_name}.png")
+    if results["config"].get("open_only"):
+        (args.out_dir / f"{args.out_name}.md").write_text(write_open_report(results))
+    else:
+        (args.out_dir / f"{args.out_name}.md").write_text(write_report(results))
+        plot(results, args.out_dir / f"{args.out_name}.png")
     log.info("wrote %s and its .md and .png", out)
 
 
