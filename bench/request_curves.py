@@ -70,6 +70,7 @@ STORE_CAP = 2000  # events a server keeps per user: the longest history measured
 STAGES = "nsp_recall_stage_duration_seconds"
 CHANNELS = "nsp_channel_duration_seconds"
 JSON = {"content-type": "application/json"}
+COLORS = {"floor": "tab:gray", "current": "tab:blue", "baseline": "tab:red"}
 
 
 # --- users ------------------------------------------------------------------------------------
@@ -544,7 +545,7 @@ def write_report(results: dict[str, Any]) -> str:
     ]
     keys = sorted({key for row in rec for n in names for key in row["servers"][n].get("stages", {})})
     lines += [
-        "| history | exclude_seen | server | " + " | ".join(key.split(":")[1] for key in keys) + " |",
+        "| history | exclude_seen | server | " + " | ".join(key.replace(":", " ") for key in keys) + " |",
         "| ---: | --- | --- | " + " | ".join("---:" for _ in keys) + " |",
     ]
     for row in rec:
@@ -614,6 +615,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
                     [r["history"] for r in rows],
                     [p50(r, name) for r in rows],
                     style,
+                    color=COLORS[name],
                     marker="o",
                     label=f"{name} k={k}",
                 )
@@ -633,6 +635,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
                     [r["history"] for r in rows],
                     [p50(r, name) for r in rows],
                     style,
+                    color=COLORS[name],
                     marker="o",
                     label=f"{name} {channel}",
                 )
