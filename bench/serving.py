@@ -529,7 +529,7 @@ async def measure_in_process(
 
     tokens = []
     for user in picks:
-        events = await store.recent(user, limit)
+        events = (await store.history(user, limit, seen=False)).events
         sequence = build_tokens(
             group_sessions(events),
             "default",
