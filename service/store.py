@@ -147,46 +147,46 @@ class InMemorySessionStore:
     async def append(self, events: Sequence[Event]) -> int:
         expires = self._clock() + self._ttl
         for user_id, group in by_user(events).items():
-            log_ = self._live(user_id) or _UserLog([], {}, 0, expires)
+            kept = self._live(user_id) or _UserLog([], {}, 0, expires)
             for request_id, session in session_groups(group).items():
-                match = next((r for r in log_.records[:MERGE_SCAN] if r[0] == request_id), None)
+                match = next((r for r in kept.records[:MERGE_SCAN] if r[0] == request_id), None)
                 if match is None:
-                    log_.records.insert(0, (request_id, list(session)))
+                    kept.records.insert(0, (request_id, list(session)))
                 else:
                     match[1].extend(session)
-                log_.count += len(session)
+                kept.count += len(session)
                 for event in session:
-                    log_.seen[event.item_id] = max(event.ts, log_.seen.get(event.item_id, event.ts))
-            while log_.count > self._max_events:
-                if len(log_.records) > 1:
-                    log_.count -= len(log_.records.pop()[1])
+                    kept.seen[event.item_id] = max(event.ts, kept.seen.get(event.item_id, event.ts))
+            while kept.count > self._max_events:
+                if len(kept.records) > 1:
+                    kept.count -= len(kept.records.pop()[1])
                 else:
-                    del log_.records[0][1][: log_.count - self._max_events]
-                    log_.count = self._max_events
-            if len(log_.seen) > self._max_events:  # the least recently met go, as ZREMRANGEBYRANK
-                ranked = sorted(log_.seen.items(), key=lambda kv: (kv[1], kv[0]))
-                log_.seen = dict(ranked[-self._max_events :])
-            log_.expires = expires
-            self._users[user_id] = log_
+                    del kept.records[0][1][: kept.count - self._max_events]
+                    kept.count = self._max_events
+            if len(kept.seen) > self._max_events:  # the least recently met go, as ZREMRANGEBYRANK
+                ranked = sorted(kept.seen.items(), key=lambda kv: (kv[1], kv[0]))
+                kept.seen = dict(ranked[-self._max_events :])
+            kept.expires = expires
+            self._users[user_id] = kept
         return len(events)
 
     async def history(
         self, user_id: str, sessions: int, *, seen: bool = True, seen_before: int | None = None
     ) -> History:
-        log_ = self._live(user_id)
-        if log_ is None or sessions <= 0:
+        kept = self._live(user_id)
+        if kept is None or sessions <= 0:
             return History([], frozenset())
-        events = newest_first([e for _, record in log_.records[:sessions] for e in record])
+        events = newest_first([e for _, record in kept.records[:sessions] for e in record])
         items: frozenset[str] = frozenset()
         if seen:
-            items = frozenset(i for i, ts in log_.seen.items() if seen_before is None or ts < seen_before)
+            items = frozenset(i for i, ts in kept.seen.items() if seen_before is None or ts < seen_before)
         return History(events, items)
 
     async def recent(self, user_id: str, limit: int) -> list[Event]:
-        log_ = self._live(user_id)
-        if log_ is None or limit <= 0:
+        kept = self._live(user_id)
+        if kept is None or limit <= 0:
             return []
-        return newest_first([e for _, record in log_.records for e in record])[:limit]
+        return newest_first([e for _, record in kept.records for e in record])[:limit]
 
     async def ping(self) -> bool:
         return True
