@@ -413,6 +413,15 @@ def p50(row: dict[str, Any], server: str) -> float:
     return float(row["servers"][server]["p50_ms"])
 
 
+def latency_cells(row: dict[str, Any], names: list[str]) -> list[str]:
+    """A table row's cells: p50 / p99 of the floor and each server, then each server's p50 over
+    the floor's."""
+    cells = [
+        f"{row['servers'][n]['p50_ms']:.2f} / {row['servers'][n]['p99_ms']:.2f}" for n in ["floor", *names]
+    ]
+    return cells + [f"{p50(row, n) / p50(row, 'floor'):.1f}x" for n in names]
+
+
 def find(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any]:
     return next(r for r in rows if all(r.get(key) == value for key, value in match.items()))
 
@@ -524,14 +533,9 @@ def write_report(results: dict[str, Any]) -> str:
         "| ---: | ---: | --- | ---: | " + " | ".join("---:" for _ in names * 2) + " |",
     ]
     for row in rec:
-        cells = [
-            f"{row['servers'][n]['p50_ms']:.2f} / {row['servers'][n]['p99_ms']:.2f}"
-            for n in ["floor", *names]
-        ]
-        ratios = [f"{p50(row, n) / p50(row, 'floor'):.1f}x" for n in names]
         lines.append(
             f"| {row['history']} | {row['k']} | {'on' if row['exclude_seen'] else 'off'} | "
-            + " | ".join(cells + ratios)
+            + " | ".join(latency_cells(row, names))
             + " |"
         )
     lines += [
@@ -575,12 +579,9 @@ def write_report(results: dict[str, Any]) -> str:
             "| --- | ---: | ---: | " + " | ".join("---:" for _ in names * 2) + " |",
         ]
         for row in results["search"]:
-            cells = [
-                f"{row['servers'][n]['p50_ms']:.2f} / {row['servers'][n]['p99_ms']:.2f}"
-                for n in ["floor", *names]
-            ]
-            ratios = [f"{p50(row, n) / p50(row, 'floor'):.1f}x" for n in names]
-            lines.append(f"| {row['channel']} | {row['history']} | " + " | ".join(cells + ratios) + " |")
+            lines.append(
+                f"| {row['channel']} | {row['history']} | " + " | ".join(latency_cells(row, names)) + " |"
+            )
         lines += ["", f"Growth p50 {longest} / p50 {window} events per search channel:", ""]
         lines += [
             "| channel | " + " | ".join(names) + " |",
